@@ -1,0 +1,17 @@
+//! Sluice: a Kafka-wire-compatible broker, shard-per-core on io_uring (glommio).
+//!
+//! Module map (see ARCHITECTURE.md for the flow of a produce and a fetch):
+//! - `runtime`: shard start-up, placement, cross-shard calls, timers.
+//! - `config`: broker and topic settings (TOML, environment, `--set`).
+//! - `protocol`: request framing and the ApiVersions table.
+//! - `server`: listeners, connections, one handler per Kafka API.
+//! - `cluster`: the metadata image (topics, partitions, owners) and its single writer.
+//! - `storage`: partition logs: segments, indexes, batch validation, recovery, retention.
+//! - `cli`: the `sluice` command line (start, topic admin, produce, consume).
+pub mod cli;
+pub mod cluster;
+pub mod config;
+pub mod protocol;
+pub mod runtime;
+pub mod server;
+pub mod storage;
