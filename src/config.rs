@@ -1,6 +1,17 @@
-//! Broker and topic settings: TOML file, environment, `--set key=value`, flags.
+//! Broker and topic settings: embedded defaults, a TOML file, environment
+//! variables, `--set key=value` and dedicated flags, in that order of precedence.
+//!
+//! Keys are Kafka's names wherever Kafka has one (`log.dirs`,
+//! `auto.create.topics.enable`, `message.max.bytes`, ...). Topic-level settings
+//! (`retention.ms`, `max.message.bytes`, ...) are described by [`TOPIC_CONFIGS`],
+//! each with the broker-level key that supplies its default, as in Kafka.
 
+use std::collections::BTreeMap;
 use std::path::PathBuf;
+
+use anyhow::{bail, Context};
+
+use crate::storage::{IoMode, LogConfig, TimestampType};
 
 /// Arguments of `sluice start`. Precedence, lowest to highest: embedded defaults,
 /// the TOML file (`--config`), environment variables `SLUICE_<KEY>` (dots as
@@ -22,4 +33,398 @@ pub struct StartArgs {
     /// Any setting by its Kafka name, e.g. `--set log.segment.bytes=1048576`.
     #[arg(long = "set", value_name = "KEY=VALUE")]
     pub set: Vec<String>,
+}
+
+/// One broker-level setting: its key, default and meaning (for docs and validation).
+pub struct BrokerSetting {
+    pub key: &'static str,
+    pub default: &'static str,
+    pub doc: &'static str,
+}
+
+/// Every broker-level setting the broker reads. Unknown keys are refused at start-up.
+pub const BROKER_SETTINGS: &[BrokerSetting] = &[
+    BrokerSetting { key: "listeners", default: "127.0.0.1:9092", doc: "address the Kafka listener binds (host:port)" },
+    BrokerSetting { key: "advertised.listeners", default: "", doc: "host:port given to clients in Metadata (default: listeners)" },
+    BrokerSetting { key: "log.dirs", default: "data", doc: "comma-separated data directories; a new partition goes to the one holding fewest partitions" },
+    BrokerSetting { key: "smp", default: "0", doc: "number of shards (pinned threads); 0 = one per available core" },
+    BrokerSetting { key: "node.id", default: "0", doc: "this broker's id" },
+    BrokerSetting { key: "auto.create.topics.enable", default: "true", doc: "create a topic when a client asks Metadata for an unknown one" },
+    BrokerSetting { key: "num.partitions", default: "1", doc: "partitions of an auto-created topic or a CreateTopics without a count" },
+    BrokerSetting { key: "default.replication.factor", default: "1", doc: "replication factor when a CreateTopics gives none" },
+    BrokerSetting { key: "message.max.bytes", default: "1048588", doc: "largest record batch accepted (default for topic max.message.bytes)" },
+    BrokerSetting { key: "log.segment.bytes", default: "1073741824", doc: "default segment.bytes" },
+    BrokerSetting { key: "log.roll.ms", default: "604800000", doc: "default segment.ms" },
+    BrokerSetting { key: "log.retention.ms", default: "604800000", doc: "default retention.ms (-1: keep forever)" },
+    BrokerSetting { key: "log.retention.bytes", default: "-1", doc: "default retention.bytes (-1: unlimited)" },
+    BrokerSetting { key: "log.index.interval.bytes", default: "4096", doc: "default index.interval.bytes" },
+    BrokerSetting { key: "log.index.size.max.bytes", default: "10485760", doc: "default segment.index.bytes" },
+    BrokerSetting { key: "log.message.timestamp.type", default: "CreateTime", doc: "default message.timestamp.type" },
+    BrokerSetting { key: "log.cleanup.policy", default: "delete", doc: "default cleanup.policy" },
+    BrokerSetting { key: "compression.type", default: "producer", doc: "default compression.type" },
+    BrokerSetting { key: "min.insync.replicas", default: "1", doc: "default min.insync.replicas" },
+    BrokerSetting { key: "log.retention.check.interval.ms", default: "300000", doc: "how often each shard applies retention and time-based roll" },
+    BrokerSetting { key: "io_mode", default: "direct", doc: "segment writes: direct (O_DIRECT, DMA) or buffered (page cache)" },
+    BrokerSetting { key: "socket.request.max.bytes", default: "104857600", doc: "largest request frame; a longer one closes the connection before anything is allocated" },
+    BrokerSetting { key: "cluster.id", default: "", doc: "cluster id reported to clients (default: generated once and kept in the data dir)" },
+    BrokerSetting { key: "io_memory", default: "0", doc: "glommio registered I/O memory per shard in bytes; 0 = sized from RLIMIT_MEMLOCK" },
+];
+
+/// Effective broker configuration after all sources are merged.
+#[derive(Debug, Clone)]
+pub struct BrokerConfig {
+    pub listen: String,
+    pub advertised: String,
+    pub log_dirs: Vec<PathBuf>,
+    pub smp: usize,
+    pub node_id: i32,
+    pub auto_create_topics: bool,
+    pub num_partitions: i32,
+    pub default_replication_factor: i16,
+    pub socket_request_max_bytes: usize,
+    pub retention_check_interval_ms: u64,
+    pub cluster_id: String,
+    pub io_memory_bytes: usize,
+    /// Every broker setting by key (defaults filled in), for DescribeConfigs and topic defaults.
+    pub values: BTreeMap<String, String>,
+}
+
+impl BrokerConfig {
+    /// Merges defaults, the TOML file, `SLUICE_*` environment variables, `--set` and flags.
+    pub fn load(args: &StartArgs) -> anyhow::Result<BrokerConfig> {
+        let env: Vec<(String, String)> = std::env::vars().collect();
+        Self::load_from(args, &env)
+    }
+
+    /// As [`BrokerConfig::load`], with the environment passed in (for tests).
+    pub fn load_from(args: &StartArgs, env: &[(String, String)]) -> anyhow::Result<BrokerConfig> {
+        let mut values: BTreeMap<String, String> = BROKER_SETTINGS
+            .iter()
+            .map(|s| (s.key.to_string(), s.default.to_string()))
+            .collect();
+        if let Some(path) = &args.config {
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("reading config file {}", path.display()))?;
+            let table: toml::Table =
+                toml::from_str(&text).with_context(|| format!("parsing {}", path.display()))?;
+            let mut flat = Vec::new();
+            flatten_toml("", &toml::Value::Table(table), &mut flat)?;
+            for (k, v) in flat {
+                set_known(&mut values, &k, v).with_context(|| format!("in {}", path.display()))?;
+            }
+        }
+        for s in BROKER_SETTINGS {
+            let var = format!("SLUICE_{}", s.key.replace('.', "_").to_uppercase());
+            if let Some((_, v)) = env.iter().find(|(k, _)| *k == var) {
+                set_known(&mut values, s.key, v.clone()).with_context(|| format!("in ${var}"))?;
+            }
+        }
+        for kv in &args.set {
+            let Some((k, v)) = kv.split_once('=') else {
+                bail!("--set expects key=value, got {kv:?}");
+            };
+            set_known(&mut values, k.trim(), v.trim().to_string())?;
+        }
+        if let Some(l) = &args.listen {
+            values.insert("listeners".into(), l.clone());
+        }
+        if let Some(d) = &args.data_dir {
+            values.insert("log.dirs".into(), d.display().to_string());
+        }
+        if let Some(n) = args.smp {
+            values.insert("smp".into(), n.to_string());
+        }
+        Self::from_values(values)
+    }
+
+    fn from_values(values: BTreeMap<String, String>) -> anyhow::Result<BrokerConfig> {
+        let get = |k: &str| values.get(k).cloned().unwrap_or_default();
+        let listen = strip_scheme(&get("listeners"));
+        listen
+            .parse::<std::net::SocketAddr>()
+            .with_context(|| format!("listeners must be host:port with a numeric IP, got {listen:?}"))?;
+        let advertised = match get("advertised.listeners") {
+            a if a.is_empty() => listen.clone(),
+            a => strip_scheme(&a),
+        };
+        let log_dirs: Vec<PathBuf> = get("log.dirs")
+            .split(',')
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(PathBuf::from)
+            .collect();
+        if log_dirs.is_empty() {
+            bail!("log.dirs is empty");
+        }
+        let mut smp: usize = parse_key(&values, "smp")?;
+        if smp == 0 {
+            smp = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+        }
+        let cfg = BrokerConfig {
+            listen,
+            advertised,
+            log_dirs,
+            smp,
+            node_id: parse_key(&values, "node.id")?,
+            auto_create_topics: parse_key(&values, "auto.create.topics.enable")?,
+            num_partitions: parse_key(&values, "num.partitions")?,
+            default_replication_factor: parse_key(&values, "default.replication.factor")?,
+            socket_request_max_bytes: parse_key(&values, "socket.request.max.bytes")?,
+            retention_check_interval_ms: parse_key(&values, "log.retention.check.interval.ms")?,
+            cluster_id: get("cluster.id"),
+            io_memory_bytes: parse_key(&values, "io_memory")?,
+            values,
+        };
+        if cfg.num_partitions < 1 {
+            bail!("num.partitions must be >= 1");
+        }
+        // Validate every topic default once, so a bad broker default fails at start-up.
+        cfg.log_config(&BTreeMap::new())?;
+        Ok(cfg)
+    }
+
+    /// The broker-level default of a topic setting (Kafka's synonym chain).
+    pub fn topic_default(&self, def: &TopicConfigDef) -> String {
+        match def.broker_key {
+            Some(k) => self.values.get(k).cloned().unwrap_or_else(|| def.default.to_string()),
+            None => def.default.to_string(),
+        }
+    }
+
+    /// Effective value of a topic setting given the topic's overrides.
+    pub fn topic_value(&self, overrides: &BTreeMap<String, String>, name: &str) -> Option<String> {
+        let def = topic_config_def(name)?;
+        Some(overrides.get(name).cloned().unwrap_or_else(|| self.topic_default(def)))
+    }
+
+    /// The storage settings of a topic with the given overrides.
+    pub fn log_config(&self, overrides: &BTreeMap<String, String>) -> anyhow::Result<LogConfig> {
+        let v = |name: &str| self.topic_value(overrides, name).unwrap_or_default();
+        let num = |name: &str| -> anyhow::Result<i64> {
+            v(name).parse::<i64>().with_context(|| format!("{name} must be an integer, got {:?}", v(name)))
+        };
+        let io_mode = match self.values.get("io_mode").map(String::as_str) {
+            Some("buffered") => IoMode::Buffered,
+            Some("direct") | None => IoMode::Direct,
+            Some(other) => bail!("io_mode must be direct or buffered, got {other:?}"),
+        };
+        let ts = match v("message.timestamp.type").as_str() {
+            "CreateTime" => TimestampType::CreateTime,
+            "LogAppendTime" => TimestampType::LogAppendTime,
+            other => bail!("message.timestamp.type must be CreateTime or LogAppendTime, got {other:?}"),
+        };
+        let positive = |name: &str, min: i64| -> anyhow::Result<i64> {
+            let n = num(name)?;
+            if n < min {
+                bail!("{name} must be >= {min}, got {n}");
+            }
+            Ok(n)
+        };
+        Ok(LogConfig {
+            segment_bytes: positive("segment.bytes", 14)? as u64,
+            segment_ms: positive("segment.ms", 1)?,
+            retention_ms: positive("retention.ms", -1)?,
+            retention_bytes: positive("retention.bytes", -1)?,
+            max_message_bytes: positive("max.message.bytes", 0)? as usize,
+            index_interval_bytes: positive("index.interval.bytes", 0)? as usize,
+            segment_index_bytes: positive("segment.index.bytes", 8)? as usize,
+            message_timestamp_type: ts,
+            io_mode,
+        })
+    }
+}
+
+/// A topic-level setting: Kafka name, the broker key that supplies its default,
+/// the embedded default, and an allowed-values check.
+pub struct TopicConfigDef {
+    pub name: &'static str,
+    pub broker_key: Option<&'static str>,
+    pub default: &'static str,
+    pub kind: ConfigKind,
+    /// Whether the storage layer honours it today (others are stored and described only).
+    pub enforced: bool,
+}
+
+/// Value type of a topic setting, used to validate CreateTopics/AlterConfigs input.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum ConfigKind {
+    Long,
+    Int,
+    Bool,
+    Choice(&'static [&'static str]),
+    List(&'static [&'static str]),
+    Str,
+}
+
+impl ConfigKind {
+    /// Kafka's DescribeConfigs config_type code (KIP-569).
+    pub fn kafka_type(self) -> i8 {
+        match self {
+            ConfigKind::Bool => 1,
+            ConfigKind::Str | ConfigKind::Choice(_) => 2,
+            ConfigKind::Int => 3,
+            ConfigKind::Long => 5,
+            ConfigKind::List(_) => 7,
+        }
+    }
+}
+
+macro_rules! tc {
+    ($name:expr, $bk:expr, $def:expr, $kind:expr, $enf:expr) => {
+        TopicConfigDef { name: $name, broker_key: $bk, default: $def, kind: $kind, enforced: $enf }
+    };
+}
+
+/// Every topic setting known to the broker. Unknown names are refused with INVALID_CONFIG.
+pub const TOPIC_CONFIGS: &[TopicConfigDef] = &[
+    tc!("cleanup.policy", Some("log.cleanup.policy"), "delete", ConfigKind::List(&["delete", "compact"]), false),
+    tc!("compression.type", Some("compression.type"), "producer", ConfigKind::Choice(&["producer", "uncompressed", "gzip", "snappy", "lz4", "zstd"]), false),
+    tc!("delete.retention.ms", None, "86400000", ConfigKind::Long, false),
+    tc!("file.delete.delay.ms", None, "60000", ConfigKind::Long, false),
+    tc!("flush.messages", None, "9223372036854775807", ConfigKind::Long, false),
+    tc!("flush.ms", None, "9223372036854775807", ConfigKind::Long, false),
+    tc!("index.interval.bytes", Some("log.index.interval.bytes"), "4096", ConfigKind::Int, true),
+    tc!("max.compaction.lag.ms", None, "9223372036854775807", ConfigKind::Long, false),
+    tc!("max.message.bytes", Some("message.max.bytes"), "1048588", ConfigKind::Int, true),
+    tc!("message.timestamp.type", Some("log.message.timestamp.type"), "CreateTime", ConfigKind::Choice(&["CreateTime", "LogAppendTime"]), true),
+    tc!("min.cleanable.dirty.ratio", None, "0.5", ConfigKind::Str, false),
+    tc!("min.compaction.lag.ms", None, "0", ConfigKind::Long, false),
+    tc!("min.insync.replicas", Some("min.insync.replicas"), "1", ConfigKind::Int, true),
+    tc!("preallocate", None, "false", ConfigKind::Bool, false),
+    tc!("retention.bytes", Some("log.retention.bytes"), "-1", ConfigKind::Long, true),
+    tc!("retention.ms", Some("log.retention.ms"), "604800000", ConfigKind::Long, true),
+    tc!("segment.bytes", Some("log.segment.bytes"), "1073741824", ConfigKind::Int, true),
+    tc!("segment.index.bytes", Some("log.index.size.max.bytes"), "10485760", ConfigKind::Int, true),
+    tc!("segment.jitter.ms", None, "0", ConfigKind::Long, false),
+    tc!("segment.ms", Some("log.roll.ms"), "604800000", ConfigKind::Long, true),
+    tc!("unclean.leader.election.enable", None, "false", ConfigKind::Bool, false),
+];
+
+/// Looks up a topic setting by its Kafka name.
+pub fn topic_config_def(name: &str) -> Option<&'static TopicConfigDef> {
+    TOPIC_CONFIGS.iter().find(|d| d.name == name)
+}
+
+/// Checks one topic setting; the error text goes back to the client as the error message.
+pub fn validate_topic_config(name: &str, value: &str) -> Result<(), String> {
+    let Some(def) = topic_config_def(name) else {
+        return Err(format!("Unknown topic config name: {name}"));
+    };
+    let ok = match def.kind {
+        ConfigKind::Long => value.parse::<i64>().is_ok(),
+        ConfigKind::Int => value.parse::<i32>().is_ok(),
+        ConfigKind::Bool => matches!(value, "true" | "false"),
+        ConfigKind::Choice(c) => c.contains(&value),
+        ConfigKind::List(c) => value.split(',').all(|p| c.contains(&p.trim())),
+        ConfigKind::Str => true,
+    };
+    if !ok {
+        return Err(format!("Invalid value {value} for configuration {name}"));
+    }
+    let n = value.parse::<i64>().unwrap_or(0);
+    let min = match name {
+        "retention.ms" | "retention.bytes" => -1,
+        "segment.bytes" => 14,
+        "segment.ms" | "min.insync.replicas" | "segment.index.bytes" => 1,
+        _ => i64::MIN,
+    };
+    if matches!(def.kind, ConfigKind::Long | ConfigKind::Int) && n < min {
+        return Err(format!("Invalid value {value} for configuration {name}: must be >= {min}"));
+    }
+    Ok(())
+}
+
+fn set_known(values: &mut BTreeMap<String, String>, key: &str, v: String) -> anyhow::Result<()> {
+    if !BROKER_SETTINGS.iter().any(|s| s.key == key) {
+        bail!("unknown setting {key:?} (see docs/configuration.md for the list)");
+    }
+    values.insert(key.to_string(), v);
+    Ok(())
+}
+
+fn parse_key<T: std::str::FromStr>(values: &BTreeMap<String, String>, key: &str) -> anyhow::Result<T> {
+    let v = values.get(key).map(String::as_str).unwrap_or("");
+    v.trim()
+        .parse::<T>()
+        .map_err(|_| anyhow::anyhow!("setting {key} has an invalid value {v:?}"))
+}
+
+fn strip_scheme(s: &str) -> String {
+    let first = s.split(',').next().unwrap_or("").trim();
+    match first.split_once("://") {
+        Some((_, rest)) => rest.to_string(),
+        None => first.to_string(),
+    }
+}
+
+fn flatten_toml(prefix: &str, v: &toml::Value, out: &mut Vec<(String, String)>) -> anyhow::Result<()> {
+    match v {
+        toml::Value::Table(t) => {
+            for (k, v) in t {
+                let key = if prefix.is_empty() { k.clone() } else { format!("{prefix}.{k}") };
+                flatten_toml(&key, v, out)?;
+            }
+        }
+        toml::Value::Array(a) => {
+            let parts: Vec<String> = a
+                .iter()
+                .map(|x| match x {
+                    toml::Value::String(s) => s.clone(),
+                    other => other.to_string(),
+                })
+                .collect();
+            out.push((prefix.to_string(), parts.join(",")));
+        }
+        toml::Value::String(s) => out.push((prefix.to_string(), s.clone())),
+        other => out.push((prefix.to_string(), other.to_string())),
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn precedence_defaults_file_env_set_flags() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("sluice.toml");
+        std::fs::write(&file, "\"num.partitions\" = 3\n[log]\ndirs = [\"/a\", \"/b\"]\nsegment.bytes = 1000\n").unwrap();
+        let args = StartArgs {
+            config: Some(file),
+            set: vec!["log.segment.bytes=2000".into()],
+            smp: Some(2),
+            ..Default::default()
+        };
+        let env = vec![("SLUICE_NUM_PARTITIONS".to_string(), "4".to_string())];
+        let cfg = BrokerConfig::load_from(&args, &env).unwrap();
+        assert_eq!(cfg.log_dirs, vec![PathBuf::from("/a"), PathBuf::from("/b")]);
+        assert_eq!(cfg.num_partitions, 4);
+        assert_eq!(cfg.smp, 2);
+        assert_eq!(cfg.log_config(&BTreeMap::new()).unwrap().segment_bytes, 2000);
+        assert_eq!(cfg.listen, "127.0.0.1:9092");
+    }
+
+    #[test]
+    fn unknown_and_bad_values_are_refused() {
+        let bad = StartArgs { set: vec!["no.such.key=1".into()], ..Default::default() };
+        assert!(BrokerConfig::load_from(&bad, &[]).is_err());
+        let bad = StartArgs { set: vec!["num.partitions=x".into()], ..Default::default() };
+        assert!(BrokerConfig::load_from(&bad, &[]).is_err());
+        let bad = StartArgs { set: vec!["io_mode=fast".into()], ..Default::default() };
+        assert!(BrokerConfig::load_from(&bad, &[]).is_err());
+    }
+
+    #[test]
+    fn topic_overrides_and_validation() {
+        let cfg = BrokerConfig::load_from(&StartArgs::default(), &[]).unwrap();
+        let mut o = BTreeMap::new();
+        o.insert("max.message.bytes".to_string(), "1000".to_string());
+        assert_eq!(cfg.log_config(&o).unwrap().max_message_bytes, 1000);
+        assert!(validate_topic_config("retention.ms", "-1").is_ok());
+        assert!(validate_topic_config("retention.ms", "abc").is_err());
+        assert!(validate_topic_config("cleanup.policy", "compact,delete").is_ok());
+        assert!(validate_topic_config("no.such", "1").is_err());
+        assert!(validate_topic_config("segment.bytes", "5").is_err());
+    }
 }

@@ -1,1 +1,141 @@
-//! placeholder
+//! Cluster metadata: the immutable image of topics and partitions that every
+//! shard reads, the single writer that changes it (the controller, on shard 0),
+//! and each shard's manager of the partitions it owns.
+//!
+//! The image is published through an `ArcSwap`: readers take a cheap snapshot
+//! per request and never lock. Which shard owns a partition is a pure function
+//! of the topic name and partition index ([`owner_shard`]).
+
+pub mod controller;
+pub mod partition_manager;
+pub mod store;
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, OnceLock};
+
+use arc_swap::ArcSwap;
+use serde::{Deserialize, Serialize};
+
+/// One partition as the metadata sees it.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct PartitionMeta {
+    pub index: i32,
+    /// Index into `log.dirs` of the directory holding this partition.
+    pub log_dir: usize,
+    pub leader_epoch: i32,
+}
+
+/// One topic: id, partitions and its config overrides (Kafka names).
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct TopicMeta {
+    pub name: String,
+    pub id: uuid::Uuid,
+    pub partitions: Vec<PartitionMeta>,
+    pub configs: BTreeMap<String, String>,
+}
+
+/// The whole cluster metadata at one point in time.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct MetadataImage {
+    pub cluster_id: String,
+    pub topics: BTreeMap<String, Arc<TopicMeta>>,
+}
+
+impl MetadataImage {
+    pub fn topic(&self, name: &str) -> Option<&Arc<TopicMeta>> {
+        self.topics.get(name)
+    }
+
+    pub fn topic_by_id(&self, id: uuid::Uuid) -> Option<&Arc<TopicMeta>> {
+        self.topics.values().find(|t| t.id == id)
+    }
+
+    pub fn partition(&self, topic: &str, index: i32) -> Option<(&Arc<TopicMeta>, &PartitionMeta)> {
+        let t = self.topics.get(topic)?;
+        let p = usize::try_from(index).ok().and_then(|i| t.partitions.get(i))?;
+        Some((t, p))
+    }
+
+    /// Partitions per log dir, for placing a new partition on the emptiest.
+    pub fn partitions_per_dir(&self, dirs: usize) -> Vec<usize> {
+        let mut counts = vec![0; dirs];
+        for t in self.topics.values() {
+            for p in &t.partitions {
+                if let Some(c) = counts.get_mut(p.log_dir) {
+                    *c += 1;
+                }
+            }
+        }
+        counts
+    }
+}
+
+static IMAGE: OnceLock<ArcSwap<MetadataImage>> = OnceLock::new();
+
+/// The current metadata image (a snapshot; cheap).
+pub fn image() -> Arc<MetadataImage> {
+    IMAGE
+        .get_or_init(|| ArcSwap::from_pointee(MetadataImage::default()))
+        .load_full()
+}
+
+/// Replaces the published image. Only the controller calls this.
+pub(crate) fn publish(img: MetadataImage) {
+    IMAGE
+        .get_or_init(|| ArcSwap::from_pointee(MetadataImage::default()))
+        .store(Arc::new(img));
+}
+
+/// The shard that owns a partition: a stable hash of topic and partition, so a
+/// restart with the same `--smp` puts every partition back on the same shard.
+pub fn owner_shard(topic: &str, partition: i32, shards: usize) -> usize {
+    let h = crc32c::crc32c_append(crc32c::crc32c(topic.as_bytes()), &partition.to_be_bytes());
+    (h as usize) % shards.max(1)
+}
+
+/// Kafka's rules for topic names: 1..=249 chars of `[a-zA-Z0-9._-]`, not `.` or `..`.
+pub fn validate_topic_name(name: &str) -> Result<(), String> {
+    if name.is_empty() {
+        return Err("Topic name is illegal, it can't be empty".into());
+    }
+    if name == "." || name == ".." {
+        return Err("Topic name cannot be \".\" or \"..\"".into());
+    }
+    if name.len() > 249 {
+        return Err(format!(
+            "Topic name is illegal, it can't be longer than 249 characters, topic name: {name}"
+        ));
+    }
+    if let Some(c) = name.chars().find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))) {
+        return Err(format!(
+            "Topic name {name:?} is illegal, it contains a character other than ASCII alphanumerics, '.', '_' and '-' ({c:?})"
+        ));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn topic_names() {
+        assert!(validate_topic_name("orders.v1_x-y").is_ok());
+        assert!(validate_topic_name("").is_err());
+        assert!(validate_topic_name("..").is_err());
+        assert!(validate_topic_name("bad/name").is_err());
+        assert!(validate_topic_name(&"a".repeat(250)).is_err());
+        assert!(validate_topic_name(&"a".repeat(249)).is_ok());
+    }
+
+    #[test]
+    fn ownership_is_stable_and_spread() {
+        let a: Vec<usize> = (0..64).map(|p| owner_shard("t", p, 4)).collect();
+        let b: Vec<usize> = (0..64).map(|p| owner_shard("t", p, 4)).collect();
+        assert_eq!(a, b);
+        for s in 0..4 {
+            assert!(a.contains(&s), "shard {s} owns nothing of 64 partitions");
+        }
+        assert!((0..10).all(|p| owner_shard("t", p, 1) == 0));
+    }
+}

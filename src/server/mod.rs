@@ -1,6 +1,165 @@
-//! Listeners, connections and one handler per Kafka API.
+//! The broker process: start-up (config, data-dir locks, metadata, shards),
+//! each shard's listener and connections, and clean shutdown on SIGINT/SIGTERM.
+//! One handler per Kafka API lives in `handlers/`.
+
+pub mod connection;
+pub mod handlers;
+
+use std::cell::Cell;
+use std::sync::Arc;
+
+use anyhow::Context;
+use nix::sys::signal::{SigSet, Signal};
+
+use crate::cluster::{self, partition_manager, store};
+use crate::config::{BrokerConfig, StartArgs};
+use crate::runtime::{self, LocalNotify};
+
+/// Wall-clock milliseconds since the epoch (Kafka timestamps).
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+thread_local! {
+    static STOPPING: Cell<bool> = const { Cell::new(false) };
+    static STOP: std::rc::Rc<LocalNotify> = std::rc::Rc::new(LocalNotify::default());
+}
 
 /// Runs the broker until SIGINT/SIGTERM.
-pub fn run_start(args: crate::config::StartArgs) -> anyhow::Result<()> {
-    anyhow::bail!("broker not wired yet: {args:?}")
+pub fn run_start(args: StartArgs) -> anyhow::Result<()> {
+    let cfg = BrokerConfig::load(&args)?;
+    let _locks = cfg
+        .log_dirs
+        .iter()
+        .map(|d| store::lock_dir(d))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    refuse_if_port_taken(&cfg.listen)?;
+
+    let meta_dir = cfg.log_dirs[0].clone();
+    let mut img = store::load(&meta_dir)?.unwrap_or_default();
+    if img.cluster_id.is_empty() || (!cfg.cluster_id.is_empty() && cfg.cluster_id != img.cluster_id) {
+        img.cluster_id = if cfg.cluster_id.is_empty() {
+            uuid::Uuid::new_v4().simple().to_string()[..22].to_string()
+        } else {
+            cfg.cluster_id.clone()
+        };
+        store::save(&meta_dir, &img)?;
+    }
+    quarantine_strays(&cfg, &img);
+    tracing::info!(
+        listen = %cfg.listen, log_dirs = ?cfg.log_dirs, smp = cfg.smp,
+        topics = img.topics.len(), cluster_id = %img.cluster_id, "starting sluice"
+    );
+    cluster::publish(img);
+    let cfg = Arc::new(cfg);
+    partition_manager::install_config(cfg.clone());
+
+    let mut signals = SigSet::empty();
+    signals.add(Signal::SIGINT);
+    signals.add(Signal::SIGTERM);
+    signals.thread_block().context("blocking signals")?;
+    let shards = cfg.smp;
+    std::thread::Builder::new()
+        .name("signals".into())
+        .spawn(move || {
+            if let Ok(sig) = signals.wait() {
+                tracing::info!(signal = ?sig, "shutting down");
+            }
+            for s in 0..shards {
+                let _ = futures::executor::block_on(runtime::submit_to(s, || async {
+                    STOPPING.with(|c| c.set(true));
+                    STOP.with(|n| n.notify_all());
+                }));
+            }
+        })
+        .context("starting signal thread")?;
+
+    runtime::run_shards(cfg.smp, cfg.io_memory_bytes, move |id| shard_main(id, cfg.clone()))?;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+async fn shard_main(id: usize, cfg: Arc<BrokerConfig>) {
+    match partition_manager::open_owned().await {
+        Ok(n) => tracing::info!(shard = id, partitions = n, "partitions recovered"),
+        Err(e) => {
+            tracing::error!(shard = id, error = %format!("{e:#}"), "cannot open partitions; exiting");
+            std::process::exit(1);
+        }
+    }
+    runtime::spawn(partition_manager::housekeeping_loop());
+    let listener = match glommio::net::TcpListener::bind(&cfg.listen) {
+        Ok(l) => l,
+        Err(e) => {
+            tracing::error!(shard = id, listen = %cfg.listen, error = %e, "cannot listen; exiting");
+            std::process::exit(1);
+        }
+    };
+    tracing::info!(shard = id, listen = %cfg.listen, "listening");
+    loop {
+        if STOPPING.with(Cell::get) {
+            break;
+        }
+        let stop = STOP.with(|s| s.clone());
+        let accepted = {
+            let accept = std::pin::pin!(listener.accept());
+            let stopped = std::pin::pin!(stop.notified());
+            match futures::future::select(accept, stopped).await {
+                futures::future::Either::Left((r, _)) => Some(r),
+                futures::future::Either::Right(_) => None,
+            }
+        };
+        match accepted {
+            None => break,
+            Some(Ok(stream)) => runtime::spawn(connection::serve(stream)),
+            Some(Err(e)) => {
+                tracing::warn!(shard = id, error = %e, "accept failed");
+                runtime::sleep(std::time::Duration::from_millis(10)).await;
+            }
+        }
+    }
+    partition_manager::close_all().await;
+    tracing::info!(shard = id, "shard stopped");
+}
+
+/// glommio binds with SO_REUSEPORT, so a second broker on the same port would
+/// bind silently and steal connections. A plain bind cannot tell a live
+/// listener from the TIME_WAIT sockets a previous run left (they carry
+/// SO_REUSEPORT only), so we try to connect: if anything accepts, refuse.
+fn refuse_if_port_taken(listen: &str) -> anyhow::Result<()> {
+    let mut addr: std::net::SocketAddr = listen.parse().with_context(|| format!("bad listen address {listen}"))?;
+    if addr.ip().is_unspecified() {
+        addr.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
+    }
+    match std::net::TcpStream::connect_timeout(&addr, std::time::Duration::from_millis(300)) {
+        Ok(_) => anyhow::bail!("cannot listen on {listen}: another process is already listening there (another broker?)"),
+        Err(_) => Ok(()),
+    }
+}
+
+/// Partition directories that the metadata does not know (a crash between a
+/// topic deletion's metadata write and its directory removal) are renamed
+/// aside, never reused, so a new topic of the same name starts empty.
+fn quarantine_strays(cfg: &BrokerConfig, img: &cluster::MetadataImage) {
+    for dir in &cfg.log_dirs {
+        let Ok(entries) = std::fs::read_dir(dir) else { continue };
+        for e in entries.flatten() {
+            let name = e.file_name().to_string_lossy().to_string();
+            if !e.path().is_dir() || name.ends_with("-stray") {
+                continue;
+            }
+            let Some((topic, part)) = name.rsplit_once('-') else { continue };
+            let Ok(index) = part.parse::<i32>() else { continue };
+            if img.partition(topic, index).is_none() {
+                let to = dir.join(format!("{name}.{}-stray", now_ms()));
+                tracing::warn!(dir = %e.path().display(), to = %to.display(), "partition not in metadata; moving aside");
+                if let Err(err) = std::fs::rename(e.path(), &to) {
+                    tracing::error!(error = %err, "moving stray partition failed");
+                }
+            }
+        }
+    }
 }

@@ -1,0 +1,184 @@
+//! The partitions a shard owns: opening (and so recovering) their logs,
+//! finding them for requests, applying config changes, retention, deletion
+//! and clean close. Shard-local: every function here runs on the owner shard.
+
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::rc::Rc;
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use crate::config::BrokerConfig;
+use crate::runtime::{self, LocalNotify};
+use crate::storage::{PartitionLog, StorageError};
+
+use super::{image, owner_shard, TopicMeta};
+
+/// A partition owned by this shard: its log, and a signal fired on every
+/// append so long-polling fetches wake on data, not on a timer.
+pub struct Partition {
+    pub topic: String,
+    pub index: i32,
+    pub log: PartitionLog,
+    pub appended: LocalNotify,
+}
+
+impl Partition {
+    /// Offsets below this are visible to consumers. On a single node every
+    /// completed write is committed, so the high watermark is the log end.
+    pub fn high_watermark(&self) -> i64 {
+        self.log.log_end_offset()
+    }
+}
+
+type Key = (String, i32);
+
+struct Manager {
+    parts: RefCell<HashMap<Key, Rc<Partition>>>,
+    /// Serialises opens so two requests never open the same log twice.
+    open_lock: Rc<glommio::sync::Semaphore>,
+}
+
+thread_local! {
+    static MANAGER: Manager = Manager {
+        parts: RefCell::new(HashMap::new()),
+        open_lock: Rc::new(glommio::sync::Semaphore::new(1)),
+    };
+}
+
+static CONFIG: OnceLock<Arc<BrokerConfig>> = OnceLock::new();
+
+/// Installs the broker config (once, at start-up).
+pub fn install_config(cfg: Arc<BrokerConfig>) {
+    let _ = CONFIG.set(cfg);
+}
+
+/// The broker config installed at start-up.
+pub fn broker_config() -> Arc<BrokerConfig> {
+    CONFIG.get().cloned().expect("broker config installed before shards start")
+}
+
+/// Directory of a partition's log.
+pub fn partition_dir(cfg: &BrokerConfig, topic: &str, index: i32, log_dir: usize) -> PathBuf {
+    let base = cfg.log_dirs.get(log_dir).or_else(|| cfg.log_dirs.first());
+    base.cloned().unwrap_or_default().join(format!("{topic}-{index}"))
+}
+
+/// The open partition, opening its log if the metadata has it and this shard
+/// owns it. `Ok(None)` when the metadata does not know the partition.
+pub async fn get(topic: &str, index: i32) -> Result<Option<Rc<Partition>>, StorageError> {
+    if let Some(p) = MANAGER.with(|m| m.parts.borrow().get(&(topic.to_string(), index)).cloned()) {
+        return Ok(Some(p));
+    }
+    let img = image();
+    let Some((t, _)) = img.partition(topic, index) else {
+        return Ok(None);
+    };
+    let t = t.clone();
+    open(&t, index).await.map(Some)
+}
+
+async fn open(t: &TopicMeta, index: i32) -> Result<Rc<Partition>, StorageError> {
+    let sem = MANAGER.with(|m| m.open_lock.clone());
+    let _permit = sem.acquire_permit(1).await.map_err(|e| StorageError::Io(e.to_string()))?;
+    let key = (t.name.clone(), index);
+    if let Some(p) = MANAGER.with(|m| m.parts.borrow().get(&key).cloned()) {
+        return Ok(p);
+    }
+    let cfg = broker_config();
+    let pm = t
+        .partitions
+        .get(index as usize)
+        .ok_or_else(|| StorageError::Io(format!("{}-{index} vanished from metadata", t.name)))?;
+    let dir = partition_dir(&cfg, &t.name, index, pm.log_dir);
+    let log_cfg = cfg
+        .log_config(&t.configs)
+        .map_err(|e| StorageError::Io(format!("config of {}: {e:#}", t.name)))?;
+    let log = PartitionLog::open(&dir, log_cfg, pm.leader_epoch).await?;
+    tracing::debug!(topic = %t.name, partition = index, dir = %dir.display(),
+        log_end_offset = log.log_end_offset(), "partition opened");
+    let p = Rc::new(Partition { topic: t.name.clone(), index, log, appended: LocalNotify::default() });
+    MANAGER.with(|m| m.parts.borrow_mut().insert(key, p.clone()));
+    Ok(p)
+}
+
+/// Opens (and recovers) every partition this shard owns, before serving.
+pub async fn open_owned() -> anyhow::Result<usize> {
+    let img = image();
+    let me = runtime::shard_id();
+    let n = runtime::nr_shards();
+    let mut opened = 0;
+    for t in img.topics.values() {
+        for p in &t.partitions {
+            if owner_shard(&t.name, p.index, n) == me {
+                open(t, p.index)
+                    .await
+                    .map_err(|e| anyhow::anyhow!("opening {}-{}: {e}", t.name, p.index))?;
+                opened += 1;
+            }
+        }
+    }
+    Ok(opened)
+}
+
+/// Closes and deletes a partition's log (topic deletion).
+pub async fn delete(topic: &str, index: i32, dir: PathBuf) -> Result<(), StorageError> {
+    let p = MANAGER.with(|m| m.parts.borrow_mut().remove(&(topic.to_string(), index)));
+    match p {
+        Some(p) => {
+            p.appended.notify_all();
+            p.log.delete().await
+        }
+        None => match std::fs::remove_dir_all(&dir) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(StorageError::Io(format!("removing {}: {e}", dir.display()))),
+        },
+    }
+}
+
+/// Applies a topic's new config to the partitions of it open on this shard.
+pub fn apply_config(topic: &str, overrides: &std::collections::BTreeMap<String, String>) {
+    let cfg = broker_config();
+    let Ok(log_cfg) = cfg.log_config(overrides) else {
+        tracing::error!(topic, "refusing invalid topic config at apply time");
+        return;
+    };
+    MANAGER.with(|m| {
+        for ((t, _), p) in m.parts.borrow().iter() {
+            if t == topic {
+                p.log.set_config(log_cfg.clone());
+            }
+        }
+    });
+}
+
+fn all_open() -> Vec<Rc<Partition>> {
+    MANAGER.with(|m| m.parts.borrow().values().cloned().collect())
+}
+
+/// Retention and time-based roll, every `log.retention.check.interval.ms`.
+pub async fn housekeeping_loop() {
+    let every = Duration::from_millis(broker_config().retention_check_interval_ms.max(100));
+    loop {
+        runtime::sleep(every).await;
+        let now = crate::server::now_ms();
+        for p in all_open() {
+            if let Err(e) = p.log.housekeeping(now).await {
+                tracing::error!(topic = %p.topic, partition = p.index, error = %e, "housekeeping failed");
+            }
+        }
+    }
+}
+
+/// Flushes and closes every open log (clean shutdown).
+pub async fn close_all() {
+    let parts: Vec<Rc<Partition>> = MANAGER.with(|m| m.parts.borrow_mut().drain().map(|(_, p)| p).collect());
+    for p in parts {
+        p.appended.notify_all();
+        if let Err(e) = p.log.close().await {
+            tracing::error!(topic = %p.topic, partition = p.index, error = %e, "close failed");
+        }
+    }
+}

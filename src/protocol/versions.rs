@@ -1,0 +1,47 @@
+//! What the broker implements, by API and version range. ApiVersions answers
+//! exactly this table (intersected with what the `kafka-protocol` crate can
+//! decode), and requests outside it are refused before decoding.
+//!
+//! The lower bounds reach back to the old versions that kafka-python, aiokafka
+//! and sarama still send; the upper bounds cover librdkafka 2.x, franz-go and
+//! the Java client 3.x/4.x. Fetch stops at v12: v13+ name topics by id only.
+
+use kafka_protocol::messages::ApiKey;
+
+/// (API, lowest, highest) implemented by the broker.
+pub const API_VERSIONS: &[(ApiKey, i16, i16)] = &[
+    (ApiKey::Produce, 3, 11),
+    (ApiKey::Fetch, 4, 12),
+    (ApiKey::ListOffsets, 1, 8),
+    (ApiKey::Metadata, 0, 12),
+    (ApiKey::ApiVersions, 0, 4),
+    (ApiKey::CreateTopics, 2, 7),
+    (ApiKey::DeleteTopics, 1, 6),
+    (ApiKey::DescribeConfigs, 1, 4),
+    (ApiKey::AlterConfigs, 0, 2),
+    (ApiKey::CreatePartitions, 0, 3),
+    (ApiKey::IncrementalAlterConfigs, 0, 1),
+    (ApiKey::DescribeCluster, 0, 1),
+];
+
+/// The implemented range of `api`, narrowed to what the codec supports.
+pub fn supported_range(api: ApiKey) -> Option<(i16, i16)> {
+    let (_, min, max) = API_VERSIONS.iter().find(|(k, _, _)| *k == api)?;
+    let codec = api.valid_versions();
+    let lo = (*min).max(codec.min);
+    let hi = (*max).min(codec.max);
+    (lo <= hi).then_some((lo, hi))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_advertised_api_is_decodable() {
+        for (api, min, max) in API_VERSIONS {
+            let (lo, hi) = supported_range(*api).expect("codec supports the API");
+            assert_eq!((lo, hi), (*min, *max), "{api:?} range narrowed by the codec");
+        }
+    }
+}

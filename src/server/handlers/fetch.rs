@@ -1,0 +1,225 @@
+//! Fetch: read whole batches from each partition's owner shard, up to the
+//! per-partition and per-response byte limits, and long-poll: when fewer than
+//! `min_bytes` are ready, wait (up to `max_wait_ms`) for an append on any of
+//! the requested partitions, then read again.
+//!
+//! Fetch sessions (KIP-227) are refused the way Kafka allows: every response
+//! carries session id 0, so clients keep sending full fetch requests; an
+//! incremental fetch naming a session gets FETCH_SESSION_ID_NOT_FOUND.
+
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use kafka_protocol::error::ResponseError;
+use kafka_protocol::messages::fetch_response::{FetchableTopicResponse, PartitionData};
+use kafka_protocol::messages::{FetchRequest, FetchResponse};
+
+use super::{by_shard, topic_name, topic_str};
+use crate::cluster::{image, owner_shard, partition_manager};
+use crate::protocol::Request;
+use crate::runtime;
+
+/// Longest a fetch may wait, whatever the client asks (bounds held tasks).
+pub const FETCH_MAX_WAIT_MS_MAX: u64 = 30_000;
+
+/// One partition to read: its slot in the response, name, index, offset, byte limit.
+#[derive(Clone)]
+struct Want {
+    slot: usize,
+    topic: String,
+    index: i32,
+    offset: i64,
+    max_bytes: usize,
+}
+
+/// What the owner shard read for one partition.
+struct Got {
+    error: i16,
+    high_watermark: i64,
+    log_start_offset: i64,
+    records: Bytes,
+}
+
+pub async fn handle(req: &Request, body: FetchRequest) -> FetchResponse {
+    let mut resp = FetchResponse::default();
+    if req.version >= 7 && body.session_id != 0 {
+        resp.error_code = ResponseError::FetchSessionIdNotFound.code();
+        return resp;
+    }
+    let img = image();
+    let shards = runtime::nr_shards();
+    let mut wants = Vec::new();
+    let mut layout = Vec::new();
+    for t in &body.topics {
+        let name = topic_str(&t.topic);
+        for p in &t.partitions {
+            let slot = layout.len();
+            layout.push((name.clone(), p.partition));
+            wants.push(Want {
+                slot,
+                topic: name.clone(),
+                index: p.partition,
+                offset: p.fetch_offset,
+                max_bytes: p.partition_max_bytes.max(0) as usize,
+            });
+        }
+    }
+    let (known, unknown): (Vec<Want>, Vec<Want>) =
+        wants.into_iter().partition(|w| img.partition(&w.topic, w.index).is_some());
+    let max_wait = Duration::from_millis((body.max_wait_ms.max(0) as u64).min(FETCH_MAX_WAIT_MS_MAX));
+    let deadline = Instant::now() + max_wait;
+    let min_bytes = body.min_bytes.max(0) as usize;
+    let max_bytes = if req.version >= 3 { body.max_bytes.max(0) as usize } else { usize::MAX };
+
+    let mut got: Vec<Option<Got>> = (0..layout.len()).map(|_| None).collect();
+    loop {
+        let results = read_all(&known, shards).await;
+        let ready: usize = results.iter().map(|(_, g)| g.records.len()).sum();
+        let any_error = results.iter().any(|(_, g)| g.error != 0);
+        for (slot, g) in results {
+            got[slot] = Some(g);
+        }
+        let now = Instant::now();
+        if ready >= min_bytes || any_error || now >= deadline || known.is_empty() {
+            break;
+        }
+        wait_for_append(&known, &got, shards, deadline - now).await;
+    }
+    for w in &unknown {
+        got[w.slot] = Some(Got {
+            error: ResponseError::UnknownTopicOrPartition.code(),
+            high_watermark: -1,
+            log_start_offset: -1,
+            records: Bytes::new(),
+        });
+    }
+
+    // Response-level byte limit, in request order; the first non-empty
+    // partition is always returned whole (KIP-74) so a large batch never stalls.
+    let mut budget = max_bytes;
+    let mut first = true;
+    for t in &body.topics {
+        let name = topic_str(&t.topic);
+        let mut out = FetchableTopicResponse::default();
+        out.topic = topic_name(&name);
+        for p in &t.partitions {
+            let slot = layout.iter().position(|(n, i)| *n == name && *i == p.partition).unwrap_or(0);
+            let g = got.get_mut(slot).and_then(Option::take).unwrap_or(Got {
+                error: ResponseError::UnknownServerError.code(),
+                high_watermark: -1,
+                log_start_offset: -1,
+                records: Bytes::new(),
+            });
+            let mut records = g.records;
+            if !records.is_empty() {
+                if first || records.len() <= budget {
+                    budget = budget.saturating_sub(records.len());
+                    first = false;
+                } else {
+                    records = Bytes::new();
+                }
+            }
+            let mut pd = PartitionData::default();
+            pd.partition_index = p.partition;
+            pd.error_code = g.error;
+            pd.high_watermark = g.high_watermark;
+            pd.last_stable_offset = g.high_watermark;
+            if req.version >= 5 {
+                pd.log_start_offset = g.log_start_offset;
+            }
+            pd.records = Some(records);
+            out.partitions.push(pd);
+        }
+        resp.responses.push(out);
+    }
+    resp
+}
+
+async fn read_all(wants: &[Want], shards: usize) -> Vec<(usize, Got)> {
+    let work = wants.iter().map(|w| (owner_shard(&w.topic, w.index, shards), w.clone())).collect();
+    let calls = by_shard(work)
+        .into_iter()
+        .map(|(shard, items)| runtime::submit_to(shard, move || read_on_owner(items)));
+    let mut out = Vec::new();
+    for r in futures::future::join_all(calls).await {
+        match r {
+            Ok(v) => out.extend(v),
+            Err(e) => tracing::error!(error = %e, "fetch hop failed"),
+        }
+    }
+    out
+}
+
+async fn read_on_owner(items: Vec<Want>) -> Vec<(usize, Got)> {
+    let mut out = Vec::with_capacity(items.len());
+    for w in items {
+        let g = match partition_manager::get(&w.topic, w.index).await {
+            Ok(Some(p)) => {
+                let hw = p.high_watermark();
+                match p.log.read(w.offset, w.max_bytes, hw).await {
+                    Ok(records) => Got { error: 0, high_watermark: hw, log_start_offset: p.log.log_start_offset(), records },
+                    Err(e) => Got {
+                        error: super::produce::storage_error(&e).code(),
+                        high_watermark: hw,
+                        log_start_offset: p.log.log_start_offset(),
+                        records: Bytes::new(),
+                    },
+                }
+            }
+            Ok(None) => Got {
+                error: ResponseError::UnknownTopicOrPartition.code(),
+                high_watermark: -1,
+                log_start_offset: -1,
+                records: Bytes::new(),
+            },
+            Err(e) => Got {
+                error: super::produce::storage_error(&e).code(),
+                high_watermark: -1,
+                log_start_offset: -1,
+                records: Bytes::new(),
+            },
+        };
+        out.push((w.slot, g));
+    }
+    out
+}
+
+/// Waits until any requested partition has data past its fetch offset, or
+/// `wait` passes. Each owner shard checks and registers in one step, so an
+/// append between our read and the wait is never missed.
+async fn wait_for_append(wants: &[Want], got: &[Option<Got>], shards: usize, wait: Duration) {
+    let work = wants
+        .iter()
+        .map(|w| {
+            // Wait for data past what we already hold for this partition.
+            let held = got.get(w.slot).and_then(|g| g.as_ref()).map(|g| g.records.len()).unwrap_or(0);
+            let mut w = w.clone();
+            if held > 0 {
+                w.offset = i64::MAX;
+            }
+            (owner_shard(&w.topic, w.index, shards), w)
+        })
+        .collect();
+    let waits: Vec<_> = by_shard(work)
+        .into_iter()
+        .map(|(shard, items)| Box::pin(runtime::submit_to(shard, move || wait_on_owner(items, wait))))
+        .collect();
+    if waits.is_empty() {
+        return;
+    }
+    let _ = futures::future::select_all(waits).await;
+}
+
+async fn wait_on_owner(items: Vec<Want>, wait: Duration) {
+    let mut parts = Vec::new();
+    for w in &items {
+        if let Ok(Some(p)) = partition_manager::get(&w.topic, w.index).await {
+            parts.push((p, w.offset));
+        }
+    }
+    let notified: Vec<_> = parts.iter().map(|(p, _)| Box::pin(p.appended.notified())).collect();
+    if parts.iter().any(|(p, off)| p.high_watermark() > *off) || notified.is_empty() {
+        return;
+    }
+    let _ = runtime::timeout(wait, futures::future::select_all(notified)).await;
+}

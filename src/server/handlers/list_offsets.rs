@@ -1,0 +1,100 @@
+//! ListOffsets: earliest (-2), latest (-1), max timestamp (-3), earliest local
+//! (-4), or the first offset whose timestamp is at least the one given.
+
+use kafka_protocol::error::ResponseError;
+use kafka_protocol::messages::list_offsets_response::{ListOffsetsPartitionResponse, ListOffsetsTopicResponse};
+use kafka_protocol::messages::{ListOffsetsRequest, ListOffsetsResponse};
+
+use super::{by_shard, topic_name, topic_str};
+use crate::cluster::{image, owner_shard, partition_manager};
+use crate::protocol::Request;
+use crate::runtime;
+
+/// Kafka's special timestamps in ListOffsets.
+pub const LATEST: i64 = -1;
+pub const EARLIEST: i64 = -2;
+pub const MAX_TIMESTAMP: i64 = -3;
+pub const EARLIEST_LOCAL: i64 = -4;
+pub const LATEST_TIERED: i64 = -5;
+
+/// (error, timestamp, offset, leader epoch)
+type Answer = (i16, i64, i64, i32);
+
+pub async fn handle(_req: &Request, body: ListOffsetsRequest) -> ListOffsetsResponse {
+    let img = image();
+    let shards = runtime::nr_shards();
+    let mut answers: Vec<Option<Answer>> = Vec::new();
+    let mut work = Vec::new();
+    for t in &body.topics {
+        let name = topic_str(&t.name);
+        for p in &t.partitions {
+            let slot = answers.len();
+            if img.partition(&name, p.partition_index).is_none() {
+                answers.push(Some((ResponseError::UnknownTopicOrPartition.code(), -1, -1, -1)));
+            } else {
+                answers.push(None);
+                work.push((owner_shard(&name, p.partition_index, shards), (slot, name.clone(), p.partition_index, p.timestamp)));
+            }
+        }
+    }
+    let calls = by_shard(work).into_iter().map(|(shard, items)| runtime::submit_to(shard, move || lookup_on_owner(items)));
+    for r in futures::future::join_all(calls).await {
+        match r {
+            Ok(v) => {
+                for (slot, a) in v {
+                    answers[slot] = Some(a);
+                }
+            }
+            Err(e) => tracing::error!(error = %e, "list offsets hop failed"),
+        }
+    }
+    let mut resp = ListOffsetsResponse::default();
+    let mut it = answers.into_iter();
+    for t in &body.topics {
+        let mut out = ListOffsetsTopicResponse::default();
+        out.name = topic_name(&topic_str(&t.name));
+        for p in &t.partitions {
+            let (error, ts, offset, epoch) = it.next().flatten().unwrap_or((ResponseError::UnknownServerError.code(), -1, -1, -1));
+            let mut pr = ListOffsetsPartitionResponse::default();
+            pr.partition_index = p.partition_index;
+            pr.error_code = error;
+            pr.timestamp = ts;
+            pr.offset = offset;
+            if _req.version >= 4 {
+                pr.leader_epoch = epoch;
+            }
+            out.partitions.push(pr);
+        }
+        resp.topics.push(out);
+    }
+    resp
+}
+
+async fn lookup_on_owner(items: Vec<(usize, String, i32, i64)>) -> Vec<(usize, Answer)> {
+    let mut out = Vec::with_capacity(items.len());
+    for (slot, topic, index, ts) in items {
+        let a = match partition_manager::get(&topic, index).await {
+            Ok(Some(p)) => {
+                let epoch = p.log.leader_epoch();
+                match ts {
+                    LATEST | LATEST_TIERED => (0, -1, p.high_watermark(), epoch),
+                    EARLIEST | EARLIEST_LOCAL => (0, -1, p.log.log_start_offset(), epoch),
+                    MAX_TIMESTAMP => {
+                        let (mts, off) = p.log.max_timestamp();
+                        (0, mts, off, epoch)
+                    }
+                    t if t < 0 => (ResponseError::InvalidRequest.code(), -1, -1, -1),
+                    t => match p.log.offset_for_timestamp(t).await {
+                        Ok(Some((offset, found))) => (0, found, offset, epoch),
+                        Ok(None) => (0, -1, -1, epoch),
+                        Err(e) => (super::produce::storage_error(&e).code(), -1, -1, -1),
+                    },
+                }
+            }
+            Ok(None) => (ResponseError::UnknownTopicOrPartition.code(), -1, -1, -1),
+            Err(e) => (super::produce::storage_error(&e).code(), -1, -1, -1),
+        };
+        out.push((slot, a));
+    }
+    out
+}

@@ -1,0 +1,91 @@
+//! One handler per Kafka API. A handler translates between the protocol
+//! structures and the subsystem below it (cluster metadata, partition logs);
+//! it owns no state. Requests that touch partitions are split by owner shard,
+//! run there through `runtime::submit_to`, and merged back in request order.
+
+mod admin_configs;
+mod admin_topics;
+mod api_versions;
+mod describe_cluster;
+mod fetch;
+mod list_offsets;
+mod metadata;
+mod produce;
+
+use std::collections::BTreeMap;
+
+use bytes::Bytes;
+use kafka_protocol::messages::{ApiKey, TopicName};
+use kafka_protocol::protocol::{Decodable, Encodable, HeaderVersion, StrBytes};
+
+use crate::protocol::{decode_body, decode_request, encode_response, peek_key_version, FrameError, Request};
+
+/// Handles one request frame. `Ok(None)`: no response is due (acks=0).
+/// `Err`: the connection must be closed (the error says why).
+pub async fn handle(frame: Bytes) -> Result<Option<Bytes>, FrameError> {
+    let (key, version) = peek_key_version(&frame);
+    if key == ApiKey::ApiVersions as i16 {
+        if let Some(resp) = api_versions::unsupported_version_response(&frame, version) {
+            return Ok(Some(resp));
+        }
+    }
+    let req = decode_request(frame)?;
+    match req.api_key {
+        ApiKey::ApiVersions => respond(&req, api_versions::handle(decode_body(&req)?)),
+        ApiKey::Metadata => respond(&req, metadata::handle(&req, decode_body(&req)?).await),
+        ApiKey::Produce => match produce::handle(&req, decode_body(&req)?).await {
+            Some(resp) => respond(&req, resp),
+            None => Ok(None),
+        },
+        ApiKey::Fetch => respond(&req, fetch::handle(&req, decode_body(&req)?).await),
+        ApiKey::ListOffsets => respond(&req, list_offsets::handle(&req, decode_body(&req)?).await),
+        ApiKey::CreateTopics => respond(&req, admin_topics::create_topics(&req, decode_body(&req)?).await),
+        ApiKey::DeleteTopics => respond(&req, admin_topics::delete_topics(&req, decode_body(&req)?).await),
+        ApiKey::CreatePartitions => respond(&req, admin_topics::create_partitions(decode_body(&req)?).await),
+        ApiKey::DescribeConfigs => respond(&req, admin_configs::describe(&req, decode_body(&req)?)),
+        ApiKey::AlterConfigs => respond(&req, admin_configs::alter(decode_body(&req)?).await),
+        ApiKey::IncrementalAlterConfigs => respond(&req, admin_configs::incremental_alter(decode_body(&req)?).await),
+        ApiKey::DescribeCluster => respond(&req, describe_cluster::handle(&req, decode_body(&req)?)),
+        other => Err(FrameError::UnsupportedVersion { api: other, version: req.version, min: -1, max: -1 }),
+    }
+}
+
+fn respond<R: Encodable + HeaderVersion>(req: &Request, body: R) -> Result<Option<Bytes>, FrameError> {
+    encode_response(req.header.correlation_id, req.version, &body)
+        .map(Some)
+        .map_err(|e| FrameError::Malformed { what: "response", detail: format!("{:?}: {e}", req.api_key) })
+}
+
+/// Topic name as a String (names were validated UTF-8 by the codec).
+pub(crate) fn topic_str(name: &TopicName) -> String {
+    name.0.as_str().to_string()
+}
+
+pub(crate) fn topic_name(s: &str) -> TopicName {
+    TopicName(StrBytes::from_string(s.to_string()))
+}
+
+pub(crate) fn str_bytes(s: &str) -> StrBytes {
+    StrBytes::from_string(s.to_string())
+}
+
+/// Groups items by the shard that owns them, keeping request order within each.
+pub(crate) fn by_shard<T>(items: Vec<(usize, T)>) -> BTreeMap<usize, Vec<T>> {
+    let mut out: BTreeMap<usize, Vec<T>> = BTreeMap::new();
+    for (shard, item) in items {
+        out.entry(shard).or_default().push(item);
+    }
+    out
+}
+
+/// Host and port clients should use to reach this broker.
+pub(crate) fn advertised() -> (String, i32) {
+    let cfg = crate::cluster::partition_manager::broker_config();
+    match cfg.advertised.rsplit_once(':') {
+        Some((h, p)) => (h.trim_matches(['[', ']']).to_string(), p.parse().unwrap_or(9092)),
+        None => (cfg.advertised.clone(), 9092),
+    }
+}
+
+#[allow(dead_code)]
+fn _assert_decodable<T: Decodable>() {}
