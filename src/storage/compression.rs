@@ -19,8 +19,7 @@ const FRAMED_MAGIC: &[u8] = b"\xff\x06\x00\x00sNaPpY";
 fn limit_for(input_len: usize) -> usize {
     input_len
         .saturating_mul(MAX_RATIO)
-        .max(FLOOR)
-        .min(MAX_DECOMPRESSED)
+        .clamp(FLOOR, MAX_DECOMPRESSED)
 }
 
 fn invalid(what: impl std::fmt::Display) -> StorageError {

@@ -15,7 +15,7 @@ pub(crate) struct OffsetIndex {
 impl OffsetIndex {
     /// Decodes an `.index` file; None when its size or ordering is inconsistent.
     pub fn decode(b: &[u8]) -> Option<OffsetIndex> {
-        if b.len() % INDEX_ENTRY != 0 {
+        if !b.len().is_multiple_of(INDEX_ENTRY) {
             return None;
         }
         let mut entries = Vec::with_capacity(b.len() / INDEX_ENTRY);
@@ -70,7 +70,7 @@ pub(crate) struct TimeIndex {
 impl TimeIndex {
     /// Decodes a `.timeindex` file; None when its size or ordering is inconsistent.
     pub fn decode(b: &[u8]) -> Option<TimeIndex> {
-        if b.len() % TIME_ENTRY != 0 {
+        if !b.len().is_multiple_of(TIME_ENTRY) {
             return None;
         }
         let mut entries = Vec::with_capacity(b.len() / TIME_ENTRY);
