@@ -11,6 +11,7 @@ use glommio::sync::Semaphore;
 use tracing::info;
 
 use super::batch::{validate_batches_ext, BatchInfo};
+use super::cache::RecentBatches;
 use super::config::{LogConfig, TimestampType};
 use super::error::{Result, StorageError};
 use super::file::read_small_file;
@@ -49,6 +50,8 @@ pub struct PartitionLog {
     /// Every offset below this is durable.
     pub(crate) durable_end: Cell<i64>,
     pub(crate) closed: Cell<bool>,
+    /// Most recent batches, served to tailing readers without disk reads.
+    pub(crate) recent: RefCell<RecentBatches>,
 }
 
 /// Parses `00000000000000000123.log` into 123.
@@ -120,6 +123,7 @@ impl PartitionLog {
             flush_lock: Semaphore::new(1),
             durable_end: Cell::new(log_end),
             closed: Cell::new(false),
+            recent: RefCell::new(RecentBatches::default()),
         };
         log.recompute_max_timestamp().await?;
         Ok(log)
@@ -191,10 +195,15 @@ impl PartitionLog {
             index_interval: cfg.index_interval_bytes,
             now_ms,
         };
-        self.active().append(&records, &plan).await?;
+        let stored = self.active().append(&records, &plan).await?;
         self.log_end.set(last_offset + 1);
         let mut offset = base_offset;
+        let mut at = 0usize;
+        let mut recent = self.recent.borrow_mut();
         for (b, max_delta) in &detailed {
+            let last = offset + i64::from(b.last_offset_delta);
+            recent.push(offset, last, stored.slice(at..at + b.size));
+            at += b.size;
             let ts = append_time.unwrap_or(b.max_timestamp);
             if ts > self.max_ts.get().0 {
                 let exact = if append_time.is_some() {
@@ -206,6 +215,7 @@ impl PartitionLog {
             }
             offset += i64::from(b.last_offset_delta) + 1;
         }
+        drop(recent);
         Ok(AppendResult {
             base_offset,
             last_offset,
@@ -255,6 +265,13 @@ impl PartitionLog {
         }
         if fetch_offset == end || fetch_offset >= max_offset_exclusive {
             return Ok(Bytes::new());
+        }
+        if let Some(hit) = self
+            .recent
+            .borrow()
+            .read(fetch_offset, max_bytes, max_offset_exclusive)
+        {
+            return Ok(hit);
         }
         let segs = self.segments_snapshot();
         let first = segs

@@ -24,7 +24,9 @@ impl PartitionLog {
         if active.is_empty() {
             return Ok(());
         }
-        let by_size = active.size() + incoming > cfg.segment_bytes;
+        // Positions in the index are u32: never let a segment grow past 2 GiB.
+        let max_size = cfg.segment_bytes.min(i32::MAX as u64);
+        let by_size = active.size() + incoming > max_size;
         let by_index = active.index_full(cfg.segment_index_bytes);
         let by_offset = last_offset - active.base_offset >= i64::from(u32::MAX);
         if by_size || by_index || by_offset || self.segment_expired(&active, cfg, now_ms) {
@@ -152,6 +154,7 @@ impl PartitionLog {
             return Ok(());
         }
         self.closed.set(true);
+        self.recent.borrow_mut().clear();
         self.active().seal().await?;
         self.durable_end.set(self.log_end.get());
         std::fs::write(self.dir.join(CLEAN_MARKER), b"")?;
@@ -162,6 +165,7 @@ impl PartitionLog {
     pub async fn delete(&self) -> Result<()> {
         let _permit = self.lock().await?;
         self.closed.set(true);
+        self.recent.borrow_mut().clear();
         self.segments.borrow_mut().clear();
         match std::fs::remove_dir_all(&self.dir) {
             Ok(()) => Ok(()),

@@ -89,24 +89,38 @@ fn round_trip_across_rolls_both_modes() {
             }
             assert_eq!(log.log_end_offset(), 600);
             assert!(segment_files(dir.path()).len() > 3, "{mode:?} rolled");
-            assert_eq!(read_all(&log, 0).await, expect);
-            // Fetch from the middle of a batch deep inside a segment, via the sparse index.
-            let data = log.read(333, 1, i64::MAX).await.expect("read");
-            assert_eq!(offsets(&data), vec![(330, 334)]);
-            let h = BatchHeader::parse(&data).expect("header");
-            assert_eq!(super::batch::be_i32(&data, 12), 3, "leader epoch written");
-            assert_eq!(h.max_timestamp, 1000 + 66 + 4);
-            // High watermark bounds the fetch.
-            let data = log.read(100, 1 << 20, 112).await.expect("read");
-            let got = offsets(&data);
-            assert_eq!(got.first(), Some(&(100, 104)));
-            assert_eq!(got.last(), Some(&(110, 114)));
-            assert!(log.read(600, 100, i64::MAX).await.expect("read").is_empty());
-            let oor = log.read(601, 100, i64::MAX).await;
-            assert!(matches!(oor, Err(StorageError::OffsetOutOfRange { .. })));
+            // Live (served from the recent-batch cache) and reopened (served from files) agree.
+            let live = check_reads(&log, &expect).await;
+            log.close().await.expect("close");
+            let log = PartitionLog::open(dir.path(), small_config(mode), 3)
+                .await
+                .expect("reopen");
+            assert_eq!(check_reads(&log, &expect).await, live);
             log.close().await.expect("close");
         }
     });
+}
+
+/// Read checks shared by the live and reopened log; returns some fetched bytes to compare.
+async fn check_reads(log: &PartitionLog, expect: &[(i64, i64)]) -> Vec<Bytes> {
+    assert_eq!(read_all(log, 0).await, expect);
+    // Fetch from the middle of a batch deep inside a segment, via the sparse index.
+    let data = log.read(333, 1, i64::MAX).await.expect("read");
+    assert_eq!(offsets(&data), vec![(330, 334)]);
+    let h = BatchHeader::parse(&data).expect("header");
+    assert_eq!(super::batch::be_i32(&data, 12), 3, "leader epoch written");
+    assert_eq!(h.max_timestamp, 1000 + 66 + 4);
+    // High watermark bounds the fetch.
+    let bounded = log.read(100, 1 << 20, 112).await.expect("read");
+    let got = offsets(&bounded);
+    assert_eq!(got.first(), Some(&(100, 104)));
+    assert_eq!(got.last(), Some(&(110, 114)));
+    let tail = log.read(590, 1 << 20, i64::MAX).await.expect("read");
+    assert_eq!(offsets(&tail), vec![(590, 594), (595, 599)]);
+    assert!(log.read(600, 100, i64::MAX).await.expect("read").is_empty());
+    let oor = log.read(601, 100, i64::MAX).await;
+    assert!(matches!(oor, Err(StorageError::OffsetOutOfRange { .. })));
+    vec![data, bounded, tail]
 }
 
 #[test]

@@ -3,10 +3,11 @@
 //! group-commit flushes, crash recovery, rolling and retention.
 //!
 //! Files: `batch` (v2 framing, validation), `compression` (bounded decompression), `index`
-//! (offset/time indexes), `file` (DMA/buffered file I/O), `segment*` (one segment: append, read,
+//! (offset/time indexes), `cache` (recent batches in memory), `file` (DMA/buffered file I/O), `segment*` (one segment: append, read,
 //! recovery), `log*` (`PartitionLog`: the public API and segment lifecycle).
 
 mod batch;
+mod cache;
 mod compression;
 mod config;
 mod error;

@@ -5,6 +5,8 @@
 use std::cell::RefCell;
 use std::path::{Path, PathBuf};
 
+use bytes::Bytes;
+
 use super::batch::{patch_batch, BatchInfo};
 use super::config::IoMode;
 use super::error::Result;
@@ -136,9 +138,9 @@ impl Segment {
             .map(|(t, r)| (t, self.base_offset + i64::from(r)))
     }
 
-    /// Appends `records` (already validated) at the end, patching offsets/epoch/timestamps.
-    /// In-memory state changes only after the write completed.
-    pub async fn append(&self, records: &[u8], plan: &AppendPlan<'_>) -> Result<()> {
+    /// Appends `records` (already validated) at the end, patching offsets/epoch/timestamps, and
+    /// returns the bytes as stored. In-memory state changes only after the write completed.
+    pub async fn append(&self, records: &[u8], plan: &AppendPlan<'_>) -> Result<Bytes> {
         let (size, tail) = {
             let st = self.st.borrow();
             let tail = if self.file.is_direct() {
@@ -153,6 +155,7 @@ impl Segment {
         let mut buf = self.file.alloc(total);
         let new_size = size + records.len() as u64;
         let new_tail;
+        let stored;
         {
             let b = buf.as_mut();
             b[..lead].copy_from_slice(&tail);
@@ -175,6 +178,7 @@ impl Segment {
                 0
             };
             new_tail = b[total - keep..total].to_vec();
+            stored = Bytes::copy_from_slice(&b[lead..total]);
         }
         self.file.write(buf, size - lead as u64).await?;
 
@@ -198,7 +202,7 @@ impl Segment {
         if st.first_batch_ts.is_none() {
             st.first_batch_ts = Some(plan.now_ms);
         }
-        Ok(())
+        Ok(stored)
     }
 
     /// Writes the index files as they are in memory.
