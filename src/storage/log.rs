@@ -50,6 +50,8 @@ pub struct PartitionLog {
     /// Every offset below this is durable.
     pub(crate) durable_end: Cell<i64>,
     pub(crate) closed: Cell<bool>,
+    /// Number of fdatasyncs issued by `flush` (group commit makes it much smaller than calls).
+    pub(crate) sync_count: Cell<u64>,
     /// Most recent batches, served to tailing readers without disk reads.
     pub(crate) recent: RefCell<RecentBatches>,
 }
@@ -123,6 +125,7 @@ impl PartitionLog {
             flush_lock: Semaphore::new(1),
             durable_end: Cell::new(log_end),
             closed: Cell::new(false),
+            sync_count: Cell::new(0),
             recent: RefCell::new(RecentBatches::default()),
         };
         log.recompute_max_timestamp().await?;
@@ -243,6 +246,7 @@ impl PartitionLog {
             return Ok(());
         }
         self.active().file.sync().await?;
+        self.sync_count.set(self.sync_count.get() + 1);
         self.durable_end.set(self.durable_end.get().max(target));
         Ok(())
     }

@@ -462,9 +462,30 @@ fn group_commit_flush_and_concurrent_appends() {
         bases.sort_unstable();
         assert_eq!(bases, (0..20).map(|i| i * 2).collect::<Vec<_>>());
         assert_eq!(log.durable_end.get(), 40);
+        let syncs = log.sync_count.get();
+        assert!((1..=20).contains(&syncs), "20 flushes took {syncs} syncs");
         // Already durable: returns at once without another sync.
         log.flush(10).await.expect("flush");
-        assert_eq!(read_all(&log, 0).await.len(), 20);
+        log.flush(39).await.expect("flush");
+        assert_eq!(log.sync_count.get(), syncs);
+        // Flushes arriving together are covered by one sync (the first one in, covering all).
+        for i in 0..20 {
+            log.append(Bytes::from(simple_batch(1, i, 30)), 1)
+                .await
+                .expect("append");
+        }
+        let flushes: Vec<_> = (40..60)
+            .map(|o| {
+                let log = Rc::clone(&log);
+                glommio::spawn_local(async move { log.flush(o).await.expect("flush") })
+            })
+            .collect();
+        for f in flushes {
+            f.await;
+        }
+        assert_eq!(log.sync_count.get(), syncs + 1);
+        assert_eq!(log.durable_end.get(), 60);
+        assert_eq!(read_all(&log, 0).await.len(), 40);
     });
 }
 
@@ -481,5 +502,70 @@ fn delete_removes_directory() {
         assert!(!p.exists());
         let r = log.append(Bytes::from(simple_batch(1, 1, 1)), 1).await;
         assert!(matches!(r, Err(StorageError::Io(_))));
+    });
+}
+
+#[test]
+fn missing_indexes_of_sealed_segments_are_rebuilt() {
+    run(|| async {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let log = PartitionLog::open(dir.path(), small_config(IoMode::Direct), 0)
+            .await
+            .expect("open");
+        fill(&log, 100, 1).await;
+        log.close().await.expect("close");
+        let segs = segment_files(dir.path());
+        assert!(segs.len() > 2);
+        let stem = segs[1].trim_end_matches(".log").to_string();
+        let ix = dir.path().join(format!("{stem}.index"));
+        let tix = dir.path().join(format!("{stem}.timeindex"));
+        let (ix_before, tix_before) = (
+            std::fs::read(&ix).expect("ix"),
+            std::fs::read(&tix).expect("tix"),
+        );
+        assert!(!ix_before.is_empty() && !tix_before.is_empty());
+        std::fs::remove_file(&ix).expect("rm");
+        std::fs::write(&tix, b"garbage").expect("corrupt timeindex");
+        let log = PartitionLog::open(dir.path(), small_config(IoMode::Direct), 0)
+            .await
+            .expect("reopen");
+        assert_eq!(std::fs::read(&ix).expect("ix"), ix_before);
+        assert_eq!(std::fs::read(&tix).expect("tix"), tix_before);
+        assert_eq!(read_all(&log, 0).await.len(), 100);
+        assert_eq!(
+            log.offset_for_timestamp(1500).await.expect("ts"),
+            Some((250, 1500))
+        );
+    });
+}
+
+#[test]
+fn live_disk_reads_beyond_the_cache_match_appends() {
+    run(|| async {
+        for mode in [IoMode::Direct, IoMode::Buffered] {
+            let dir = tempfile::tempdir().expect("tempdir");
+            let log = PartitionLog::open(
+                dir.path(),
+                LogConfig {
+                    io_mode: mode,
+                    ..LogConfig::default()
+                },
+                0,
+            )
+            .await
+            .expect("open");
+            // Odd sizes so every append rewrites an unaligned tail page.
+            for i in 0..90 {
+                log.append(Bytes::from(simple_batch(3, i, 33_333 + i as usize)), 1)
+                    .await
+                    .expect("append");
+            }
+            assert!(log.size_bytes() > 8 << 20, "more than the cache holds");
+            let first = log.read(0, 1, i64::MAX).await.expect("disk read");
+            let mut want = simple_batch(3, 0, 33_333);
+            super::batch::patch_batch(&mut want, 0, 0, None);
+            assert_eq!(&first[..], &want[..]);
+            assert_eq!(read_all(&log, 0).await.len(), 90);
+        }
     });
 }
