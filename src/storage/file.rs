@@ -215,6 +215,14 @@ impl SegFile {
     }
 }
 
+/// fsyncs a directory so that file creations and renames in it survive a power loss. A blocking
+/// syscall: only used on rare paths (segment roll, DeleteRecords checkpoint).
+pub(crate) fn sync_dir(dir: &Path) -> Result<()> {
+    std::fs::File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(|e| io_err("syncing directory", dir, e))
+}
+
 /// Reads a whole small file; None if it does not exist.
 pub(crate) async fn read_small_file(path: &Path) -> Result<Option<Vec<u8>>> {
     let f = match BufferedFile::open(path).await {

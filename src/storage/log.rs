@@ -14,7 +14,7 @@ use super::batch::{validate_batches_ext, BatchInfo};
 use super::cache::RecentBatches;
 use super::config::{LogConfig, TimestampType};
 use super::error::{Result, StorageError};
-use super::file::read_small_file;
+use super::file::{read_small_file, sync_dir};
 use super::segment::{AppendPlan, Segment};
 
 /// Marker written by a clean close and removed on open.
@@ -103,6 +103,7 @@ impl PartitionLog {
         if segments.is_empty() {
             let base = checkpoint.unwrap_or(0).max(0);
             segments.push(Rc::new(Segment::create(dir, base, mode).await?));
+            sync_dir(dir)?;
         }
         let first_base = segments[0].base_offset;
         let log_end = segments[segments.len() - 1].next_offset();

@@ -5,7 +5,7 @@ use std::rc::Rc;
 
 use super::config::LogConfig;
 use super::error::{Result, StorageError};
-use super::file::write_file_atomic;
+use super::file::{sync_dir, write_file_atomic};
 use super::log::{PartitionLog, CLEAN_MARKER, START_CHECKPOINT};
 use super::segment::Segment;
 
@@ -47,6 +47,8 @@ impl PartitionLog {
         let mode = self.config.borrow().io_mode;
         let seg = Segment::create(&self.dir, self.log_end.get(), mode).await?;
         self.segments.borrow_mut().push(Rc::new(seg));
+        // Persist the new segment's directory entry and the renamed index files.
+        sync_dir(&self.dir)?;
         // The sealed segment was synced: everything before the new base is durable.
         self.durable_end
             .set(self.durable_end.get().max(self.log_end.get()));
@@ -132,6 +134,7 @@ impl PartitionLog {
             format!("{offset}\n").into_bytes(),
         )
         .await?;
+        sync_dir(&self.dir)?;
         self.log_start.set(offset);
         loop {
             let next_base = self.segments.borrow().get(1).map(|s| s.base_offset);
