@@ -246,6 +246,7 @@ impl PartitionLog {
         if self.durable_end.get() >= target {
             return Ok(());
         }
+        self.check_open()?;
         self.active().file.sync().await?;
         self.sync_count.set(self.sync_count.get() + 1);
         self.durable_end.set(self.durable_end.get().max(target));

@@ -500,6 +500,12 @@ fn delete_removes_directory() {
         fill(&log, 3, 1).await;
         log.delete().await.expect("delete");
         assert!(!p.exists());
+        assert!(matches!(log.flush(100).await, Err(StorageError::Io(_))));
+        assert!(matches!(
+            log.read(0, 10, 100).await,
+            Err(StorageError::Io(_))
+        ));
+        log.housekeeping(0).await.expect_err("deleted");
         let r = log.append(Bytes::from(simple_batch(1, 1, 1)), 1).await;
         assert!(matches!(r, Err(StorageError::Io(_))));
     });
