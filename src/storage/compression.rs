@@ -1,0 +1,158 @@
+//! Bounded decompression of a batch's records section (gzip, snappy raw/xerial/framed, lz4 frame,
+//! zstd). Output is capped so that a decompression bomb is refused instead of exhausting memory.
+
+use std::io::Read;
+
+use super::error::{Result, StorageError};
+
+/// Hard cap on a decompressed records section.
+const MAX_DECOMPRESSED: usize = 256 << 20;
+/// Largest expansion ratio accepted above the floor.
+const MAX_RATIO: usize = 64;
+/// Output always allowed regardless of ratio (tiny, highly compressible batches are normal).
+const FLOOR: usize = 1 << 20;
+/// Header written by snappy-java's `SnappyOutputStream` (xerial framing).
+const XERIAL_MAGIC: &[u8] = b"\x82SNAPPY\x00";
+/// Stream identifier chunk of the official snappy framing format.
+const FRAMED_MAGIC: &[u8] = b"\xff\x06\x00\x00sNaPpY";
+
+fn limit_for(input_len: usize) -> usize {
+    input_len
+        .saturating_mul(MAX_RATIO)
+        .clamp(FLOOR, MAX_DECOMPRESSED)
+}
+
+fn invalid(what: impl std::fmt::Display) -> StorageError {
+    StorageError::InvalidRecord(what.to_string())
+}
+
+/// Reads all of `r` but refuses more than `limit` bytes.
+fn read_bounded(r: impl Read, limit: usize, codec: &str) -> Result<Vec<u8>> {
+    let mut out = Vec::new();
+    r.take(limit as u64 + 1)
+        .read_to_end(&mut out)
+        .map_err(|e| invalid(format!("{codec} decompression failed: {e}")))?;
+    if out.len() > limit {
+        return Err(invalid(format!(
+            "{codec} records expand beyond {limit} bytes"
+        )));
+    }
+    Ok(out)
+}
+
+/// Decompresses a records section compressed with `codec` (the batch attributes' low 3 bits).
+pub(crate) fn decompress_records(codec: i16, data: &[u8]) -> Result<Vec<u8>> {
+    let limit = limit_for(data.len());
+    match codec {
+        1 => read_bounded(flate2::read::MultiGzDecoder::new(data), limit, "gzip"),
+        2 => snappy(data, limit),
+        3 => {
+            let d = lz4::Decoder::new(data).map_err(|e| invalid(format!("lz4: {e}")))?;
+            read_bounded(d, limit, "lz4")
+        }
+        4 => {
+            let d = zstd::stream::read::Decoder::new(data)
+                .map_err(|e| invalid(format!("zstd: {e}")))?;
+            read_bounded(d, limit, "zstd")
+        }
+        c => Err(invalid(format!("unknown compression codec {c}"))),
+    }
+}
+
+fn snappy(data: &[u8], limit: usize) -> Result<Vec<u8>> {
+    if data.starts_with(XERIAL_MAGIC) && data.len() >= 16 {
+        return snappy_xerial(&data[16..], limit);
+    }
+    if data.starts_with(FRAMED_MAGIC) {
+        return read_bounded(snap::read::FrameDecoder::new(data), limit, "snappy");
+    }
+    let mut out = Vec::new();
+    snappy_raw_into(data, limit, &mut out)?;
+    Ok(out)
+}
+
+/// xerial framing: after the 16-byte header, blocks of (u32 BE length, raw snappy block).
+fn snappy_xerial(mut data: &[u8], limit: usize) -> Result<Vec<u8>> {
+    let mut out = Vec::new();
+    while !data.is_empty() {
+        if data.len() < 4 {
+            return Err(invalid("truncated xerial snappy block header"));
+        }
+        let n = u32::from_be_bytes([data[0], data[1], data[2], data[3]]) as usize;
+        let block = data
+            .get(4..4 + n)
+            .ok_or_else(|| invalid("truncated xerial snappy block"))?;
+        snappy_raw_into(block, limit, &mut out)?;
+        data = &data[4 + n..];
+    }
+    Ok(out)
+}
+
+fn snappy_raw_into(block: &[u8], limit: usize, out: &mut Vec<u8>) -> Result<()> {
+    let n = snap::raw::decompress_len(block).map_err(|e| invalid(format!("snappy: {e}")))?;
+    if out.len().saturating_add(n) > limit {
+        return Err(invalid(format!(
+            "snappy records expand beyond {limit} bytes"
+        )));
+    }
+    let start = out.len();
+    out.resize(start + n, 0);
+    let got = snap::raw::Decoder::new()
+        .decompress(block, &mut out[start..])
+        .map_err(|e| invalid(format!("snappy: {e}")))?;
+    out.truncate(start + got);
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::storage::testutil::{compress, Codec};
+
+    #[test]
+    fn roundtrip_every_codec() {
+        let plain: Vec<u8> = (0..5000u32).flat_map(|i| i.to_le_bytes()).collect();
+        for (c, id) in [
+            (Codec::Gzip, 1),
+            (Codec::Snappy, 2),
+            (Codec::SnappyXerial, 2),
+            (Codec::Lz4, 3),
+            (Codec::Zstd, 4),
+        ] {
+            let z = compress(c, &plain);
+            assert_eq!(
+                decompress_records(id, &z).expect("decompress"),
+                plain,
+                "{c:?}"
+            );
+        }
+        let mut framed = Vec::new();
+        {
+            use std::io::Write;
+            let mut w = snap::write::FrameEncoder::new(&mut framed);
+            w.write_all(&plain).expect("write");
+        }
+        assert_eq!(decompress_records(2, &framed).expect("framed"), plain);
+    }
+
+    #[test]
+    fn garbage_and_bombs_are_invalid() {
+        assert!(matches!(
+            decompress_records(1, b"nope"),
+            Err(StorageError::InvalidRecord(_))
+        ));
+        assert!(matches!(
+            decompress_records(4, b"nope"),
+            Err(StorageError::InvalidRecord(_))
+        ));
+        let zeros = vec![0u8; 8 << 20];
+        for (c, id) in [(Codec::Gzip, 1), (Codec::Snappy, 2), (Codec::Zstd, 4)] {
+            let z = compress(c, &zeros);
+            assert!(z.len() * MAX_RATIO < 8 << 20 || id == 2);
+            if z.len() * MAX_RATIO < 8 << 20 {
+                let r = decompress_records(id, &z);
+                assert!(matches!(r, Err(StorageError::InvalidRecord(_))), "{c:?}");
+            }
+        }
+    }
+}

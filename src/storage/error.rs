@@ -1,0 +1,80 @@
+//! Storage errors and their mapping to Kafka protocol error codes.
+
+/// Everything that can go wrong in the storage layer, each variant mapping to one Kafka error code.
+#[derive(Debug, thiserror::Error)]
+pub enum StorageError {
+    /// Bad CRC, bad framing, truncated batch.
+    #[error("corrupt message: {0}")]
+    CorruptMessage(String),
+    /// A batch larger than `max.message.bytes`.
+    #[error("message too large: {size} bytes, max {max}")]
+    MessageTooLarge { size: usize, max: usize },
+    /// Structurally bad records (count mismatch, bad varints, decompression failure).
+    #[error("invalid record: {0}")]
+    InvalidRecord(String),
+    /// A batch whose magic is not 2.
+    #[error("unsupported magic {0}")]
+    UnsupportedMagic(i8),
+    /// Fetch/delete offset outside `[log_start, log_end]`.
+    #[error("offset {requested} out of range [{log_start}, {log_end}]")]
+    OffsetOutOfRange {
+        requested: i64,
+        log_start: i64,
+        log_end: i64,
+    },
+    /// Any disk error.
+    #[error("storage i/o error: {0}")]
+    Io(String),
+}
+
+impl StorageError {
+    /// The Kafka protocol error code for this error.
+    pub fn kafka_code(&self) -> i16 {
+        match self {
+            StorageError::CorruptMessage(_) => 2,
+            StorageError::MessageTooLarge { .. } => 10,
+            StorageError::InvalidRecord(_) => 87,
+            StorageError::UnsupportedMagic(_) => 43,
+            StorageError::OffsetOutOfRange { .. } => 1,
+            StorageError::Io(_) => 56,
+        }
+    }
+}
+
+impl From<std::io::Error> for StorageError {
+    fn from(e: std::io::Error) -> Self {
+        StorageError::Io(e.to_string())
+    }
+}
+
+impl From<glommio::GlommioError<()>> for StorageError {
+    fn from(e: glommio::GlommioError<()>) -> Self {
+        StorageError::Io(e.to_string())
+    }
+}
+
+/// Shorthand for storage results.
+pub type Result<T> = std::result::Result<T, StorageError>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn codes_match_kafka() {
+        assert_eq!(StorageError::CorruptMessage(String::new()).kafka_code(), 2);
+        assert_eq!(
+            StorageError::MessageTooLarge { size: 2, max: 1 }.kafka_code(),
+            10
+        );
+        assert_eq!(StorageError::InvalidRecord(String::new()).kafka_code(), 87);
+        assert_eq!(StorageError::UnsupportedMagic(1).kafka_code(), 43);
+        let oor = StorageError::OffsetOutOfRange {
+            requested: 5,
+            log_start: 0,
+            log_end: 1,
+        };
+        assert_eq!(oor.kafka_code(), 1);
+        assert_eq!(StorageError::Io(String::new()).kafka_code(), 56);
+    }
+}

@@ -1,0 +1,348 @@
+//! `PartitionLog`: one partition's segmented log on one glommio shard. Opening and recovery,
+//! append (serialised, with offset assignment), group-commit flush, reads and timestamp lookups.
+//! Retention, rolling and shutdown are in `log_maint.rs`.
+
+use std::cell::{Cell, RefCell};
+use std::path::{Path, PathBuf};
+use std::rc::Rc;
+
+use bytes::Bytes;
+use glommio::sync::Semaphore;
+use tracing::info;
+
+use super::batch::{validate_batches_ext, BatchInfo};
+use super::cache::RecentBatches;
+use super::config::{LogConfig, TimestampType};
+use super::error::{Result, StorageError};
+use super::file::{read_small_file, sync_dir};
+use super::segment::{AppendPlan, Segment};
+
+/// Marker written by a clean close and removed on open.
+pub(crate) const CLEAN_MARKER: &str = "clean-shutdown";
+/// Checkpoint of the log start offset moved by DeleteRecords.
+pub(crate) const START_CHECKPOINT: &str = "log-start-offset.checkpoint";
+
+/// Result of a successful append.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AppendResult {
+    pub base_offset: i64,
+    pub last_offset: i64,
+    /// -1 unless the topic uses LogAppendTime.
+    pub log_append_time_ms: i64,
+    pub log_start_offset: i64,
+}
+
+/// One partition's log (not Send: lives on one shard, shared as `Rc<PartitionLog>`).
+pub struct PartitionLog {
+    pub(crate) dir: PathBuf,
+    pub(crate) config: RefCell<LogConfig>,
+    pub(crate) leader_epoch: i32,
+    /// Segments by base offset; the last is the active one. Never borrowed across an await.
+    pub(crate) segments: RefCell<Vec<Rc<Segment>>>,
+    pub(crate) log_start: Cell<i64>,
+    pub(crate) log_end: Cell<i64>,
+    /// (max timestamp, offset of the record holding it).
+    pub(crate) max_ts: Cell<(i64, i64)>,
+    /// Serialises appends and segment-list changes (roll, retention, delete records).
+    pub(crate) append_lock: Semaphore,
+    /// Serialises fdatasyncs (group commit).
+    pub(crate) flush_lock: Semaphore,
+    /// Every offset below this is durable.
+    pub(crate) durable_end: Cell<i64>,
+    pub(crate) closed: Cell<bool>,
+    /// Number of fdatasyncs issued by `flush` (group commit makes it much smaller than calls).
+    pub(crate) sync_count: Cell<u64>,
+    /// Most recent batches, served to tailing readers without disk reads.
+    pub(crate) recent: RefCell<RecentBatches>,
+}
+
+/// Parses `00000000000000000123.log` into 123.
+fn parse_log_name(name: &str) -> Option<i64> {
+    let stem = name.strip_suffix(".log")?;
+    if stem.len() != 20 || !stem.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    stem.parse().ok()
+}
+
+impl PartitionLog {
+    /// Opens or creates the partition directory and recovers it (see module docs of
+    /// `segment_recover.rs`): the active segment is CRC-scanned and a torn tail truncated.
+    pub async fn open(dir: &Path, config: LogConfig, leader_epoch: i32) -> Result<PartitionLog> {
+        std::fs::create_dir_all(dir)?;
+        let marker = dir.join(CLEAN_MARKER);
+        let clean = marker.exists();
+        if clean {
+            std::fs::remove_file(&marker)?;
+        }
+        let mut bases = Vec::new();
+        for entry in std::fs::read_dir(dir)? {
+            let name = entry?.file_name();
+            let name = name.to_string_lossy();
+            if let Some(b) = parse_log_name(&name) {
+                bases.push(b);
+            } else if name.ends_with(".tmp") {
+                std::fs::remove_file(dir.join(name.as_ref()))?;
+            }
+        }
+        bases.sort_unstable();
+        let checkpoint = read_start_checkpoint(dir).await?;
+        if !clean && !bases.is_empty() {
+            info!(dir = %dir.display(), "no clean-shutdown marker: recovering the active segment");
+        }
+        let mode = config.io_mode;
+        let interval = config.index_interval_bytes;
+        let mut segments = Vec::with_capacity(bases.len().max(1));
+        for (i, &base) in bases.iter().enumerate() {
+            let seg = match bases.get(i + 1) {
+                Some(&next) => Segment::open_sealed(dir, base, next, mode, interval).await?,
+                None => Segment::open_active(dir, base, mode, interval).await?,
+            };
+            segments.push(Rc::new(seg));
+        }
+        if segments.is_empty() {
+            let base = checkpoint.unwrap_or(0).max(0);
+            segments.push(Rc::new(Segment::create(dir, base, mode).await?));
+            sync_dir(dir)?;
+        }
+        let first_base = segments[0].base_offset;
+        let log_end = segments[segments.len() - 1].next_offset();
+        let log_start = checkpoint
+            .unwrap_or(first_base)
+            .max(first_base)
+            .min(log_end);
+        if let Some(active) = segments.last() {
+            active.file.sync().await?;
+        }
+        let log = PartitionLog {
+            dir: dir.to_path_buf(),
+            config: RefCell::new(config),
+            leader_epoch,
+            segments: RefCell::new(segments),
+            log_start: Cell::new(log_start),
+            log_end: Cell::new(log_end),
+            max_ts: Cell::new((-1, -1)),
+            append_lock: Semaphore::new(1),
+            flush_lock: Semaphore::new(1),
+            durable_end: Cell::new(log_end),
+            closed: Cell::new(false),
+            sync_count: Cell::new(0),
+            recent: RefCell::new(RecentBatches::default()),
+        };
+        log.recompute_max_timestamp().await?;
+        Ok(log)
+    }
+
+    /// Recomputes (max timestamp, offset of its first record) from the segments' time indexes.
+    pub(crate) async fn recompute_max_timestamp(&self) -> Result<()> {
+        let best = self
+            .segments_snapshot()
+            .iter()
+            .filter_map(|s| s.max_timestamp())
+            .max_by_key(|&(t, _)| t);
+        let v = match best {
+            None => (-1, -1),
+            Some((t, last_offset)) => match self.offset_for_timestamp(t).await? {
+                Some((off, _)) => (t, off),
+                None => (t, last_offset),
+            },
+        };
+        self.max_ts.set(v);
+        Ok(())
+    }
+
+    pub(crate) fn segments_snapshot(&self) -> Vec<Rc<Segment>> {
+        self.segments.borrow().clone()
+    }
+
+    pub(crate) fn active(&self) -> Rc<Segment> {
+        let segs = self.segments.borrow();
+        Rc::clone(&segs[segs.len() - 1])
+    }
+
+    pub(crate) fn check_open(&self) -> Result<()> {
+        if self.closed.get() {
+            return Err(StorageError::Io(format!(
+                "partition log {} is closed",
+                self.dir.display()
+            )));
+        }
+        Ok(())
+    }
+
+    /// Appends one or more concatenated v2 batches; see the module docs for the semantics.
+    pub async fn append(&self, records: Bytes, now_ms: i64) -> Result<AppendResult> {
+        let cfg = self.config.borrow().clone();
+        let detailed = validate_batches_ext(&records, cfg.max_message_bytes)?;
+        let batches: Vec<BatchInfo> = detailed.iter().map(|(b, _)| b.clone()).collect();
+        let _permit = self
+            .append_lock
+            .acquire_permit(1)
+            .await
+            .map_err(|e| StorageError::Io(format!("append lock: {e}")))?;
+        self.check_open()?;
+        let count: i64 = batches
+            .iter()
+            .map(|b| i64::from(b.last_offset_delta) + 1)
+            .sum();
+        let base_offset = self.log_end.get();
+        let last_offset = base_offset + count - 1;
+        self.maybe_roll(&cfg, records.len() as u64, last_offset, now_ms)
+            .await?;
+        let append_time =
+            (cfg.message_timestamp_type == TimestampType::LogAppendTime).then_some(now_ms);
+        let plan = AppendPlan {
+            batches: &batches,
+            first_offset: base_offset,
+            leader_epoch: self.leader_epoch,
+            append_time,
+            index_interval: cfg.index_interval_bytes,
+            now_ms,
+        };
+        let stored = self.active().append(&records, &plan).await?;
+        self.log_end.set(last_offset + 1);
+        let mut offset = base_offset;
+        let mut at = 0usize;
+        let mut recent = self.recent.borrow_mut();
+        for (b, max_delta) in &detailed {
+            let last = offset + i64::from(b.last_offset_delta);
+            recent.push(offset, last, stored.slice(at..at + b.size));
+            at += b.size;
+            let ts = append_time.unwrap_or(b.max_timestamp);
+            if ts > self.max_ts.get().0 {
+                let exact = if append_time.is_some() {
+                    offset
+                } else {
+                    offset + i64::from(*max_delta)
+                };
+                self.max_ts.set((ts, exact));
+            }
+            offset += i64::from(b.last_offset_delta) + 1;
+        }
+        drop(recent);
+        Ok(AppendResult {
+            base_offset,
+            last_offset,
+            log_append_time_ms: append_time.unwrap_or(-1),
+            log_start_offset: self.log_start.get(),
+        })
+    }
+
+    /// Makes everything up to and including `upto_offset` durable, with group commit.
+    pub async fn flush(&self, upto_offset: i64) -> Result<()> {
+        if self.durable_end.get() > upto_offset {
+            return Ok(());
+        }
+        let _permit = self
+            .flush_lock
+            .acquire_permit(1)
+            .await
+            .map_err(|e| StorageError::Io(format!("flush lock: {e}")))?;
+        if self.durable_end.get() > upto_offset {
+            return Ok(());
+        }
+        // Everything below `target` has been written; segments rolled before were synced on roll.
+        let target = self.log_end.get();
+        if self.durable_end.get() >= target {
+            return Ok(());
+        }
+        self.check_open()?;
+        self.active().file.sync().await?;
+        self.sync_count.set(self.sync_count.get() + 1);
+        self.durable_end.set(self.durable_end.get().max(target));
+        Ok(())
+    }
+
+    /// Whole batches from the one holding `fetch_offset`; see the module docs.
+    pub async fn read(
+        &self,
+        fetch_offset: i64,
+        max_bytes: usize,
+        max_offset_exclusive: i64,
+    ) -> Result<Bytes> {
+        self.check_open()?;
+        let (start, end) = (self.log_start.get(), self.log_end.get());
+        if fetch_offset < start || fetch_offset > end {
+            return Err(StorageError::OffsetOutOfRange {
+                requested: fetch_offset,
+                log_start: start,
+                log_end: end,
+            });
+        }
+        if fetch_offset == end || fetch_offset >= max_offset_exclusive {
+            return Ok(Bytes::new());
+        }
+        if let Some(hit) = self
+            .recent
+            .borrow()
+            .read(fetch_offset, max_bytes, max_offset_exclusive)
+        {
+            return Ok(hit);
+        }
+        let segs = self.segments_snapshot();
+        let first = segs
+            .partition_point(|s| s.base_offset <= fetch_offset)
+            .saturating_sub(1);
+        for seg in &segs[first..] {
+            if let Some(pos) = seg.locate(fetch_offset).await? {
+                return seg.read_from(pos, max_bytes, max_offset_exclusive).await;
+            }
+        }
+        Ok(Bytes::new())
+    }
+
+    pub fn log_start_offset(&self) -> i64 {
+        self.log_start.get()
+    }
+
+    /// Next offset to be assigned.
+    pub fn log_end_offset(&self) -> i64 {
+        self.log_end.get()
+    }
+
+    pub fn leader_epoch(&self) -> i32 {
+        self.leader_epoch
+    }
+
+    /// Earliest record with timestamp >= `timestamp_ms`, as (offset, timestamp).
+    pub async fn offset_for_timestamp(&self, timestamp_ms: i64) -> Result<Option<(i64, i64)>> {
+        let start = self.log_start.get();
+        for seg in self.segments_snapshot() {
+            let Some((max, _)) = seg.max_timestamp() else {
+                continue;
+            };
+            if max < timestamp_ms || seg.next_offset() <= start {
+                continue;
+            }
+            if let Some((off, ts)) = seg.find_timestamp(timestamp_ms).await? {
+                if off >= start {
+                    return Ok(Some((off, ts)));
+                }
+            }
+        }
+        Ok(None)
+    }
+
+    /// (max timestamp, offset of the record holding it); (-1, -1) when empty.
+    pub fn max_timestamp(&self) -> (i64, i64) {
+        self.max_ts.get()
+    }
+
+    pub fn set_config(&self, config: LogConfig) {
+        *self.config.borrow_mut() = config;
+    }
+
+    /// Logical size of all segments.
+    pub fn size_bytes(&self) -> u64 {
+        self.segments.borrow().iter().map(|s| s.size()).sum()
+    }
+}
+
+/// Reads the DeleteRecords checkpoint, if any.
+async fn read_start_checkpoint(dir: &Path) -> Result<Option<i64>> {
+    let Some(b) = read_small_file(&dir.join(START_CHECKPOINT)).await? else {
+        return Ok(None);
+    };
+    let s = String::from_utf8_lossy(&b);
+    Ok(s.trim().parse::<i64>().ok())
+}

@@ -1,0 +1,251 @@
+//! One log segment: its `.log` file, logical size, unaligned tail (for O_DIRECT appends) and
+//! in-memory offset/time indexes. Appending, sealing and removal live here; reading in
+//! `segment_read.rs`, recovery in `segment_recover.rs`.
+
+use std::cell::RefCell;
+use std::path::{Path, PathBuf};
+
+use bytes::Bytes;
+
+use super::batch::{patch_batch, BatchInfo};
+use super::config::IoMode;
+use super::error::Result;
+use super::file::{write_file_atomic, SegFile, ALIGN};
+use super::index::{OffsetIndex, TimeIndex};
+
+/// File name stem of a segment: its base offset as 20 zero-padded digits.
+pub(crate) fn segment_stem(base_offset: i64) -> String {
+    format!("{base_offset:020}")
+}
+
+/// Mutable state of a segment.
+#[derive(Default)]
+pub(crate) struct SegState {
+    /// Logical size of the `.log` file (bytes of whole batches).
+    pub size: u64,
+    /// Offset after the last batch in this segment.
+    pub next_offset: i64,
+    /// Direct mode: the bytes `[align_down(size), size)`, rewritten with the next append.
+    pub tail: Vec<u8>,
+    pub index: OffsetIndex,
+    pub time_index: TimeIndex,
+    /// Log bytes appended since the last offset index entry.
+    pub bytes_since_index: usize,
+    /// Rolling time of the segment: when its first batch was appended (after recovery: that
+    /// batch's max timestamp).
+    pub first_batch_ts: Option<i64>,
+}
+
+impl SegState {
+    /// Accounts one batch stored at `pos` in the indexes.
+    pub fn note_batch(&mut self, seg_base: i64, pos: u64, b: &NotedBatch, interval: usize) {
+        if self.bytes_since_index >= interval {
+            self.index.push(rel(seg_base, b.base_offset), pos as u32);
+            self.bytes_since_index = 0;
+        }
+        self.bytes_since_index += b.size;
+        self.time_index
+            .observe(b.max_timestamp, rel(seg_base, b.last_offset));
+        self.next_offset = b.last_offset + 1;
+    }
+}
+
+/// What the indexes need to know about a stored batch.
+pub(crate) struct NotedBatch {
+    pub base_offset: i64,
+    pub last_offset: i64,
+    pub max_timestamp: i64,
+    pub size: usize,
+}
+
+/// Offset relative to a segment base (callers guarantee it fits; rolls happen before overflow).
+pub(crate) fn rel(seg_base: i64, offset: i64) -> u32 {
+    u32::try_from(offset - seg_base).unwrap_or(u32::MAX)
+}
+
+/// A segment of a partition log.
+pub(crate) struct Segment {
+    pub base_offset: i64,
+    pub file: SegFile,
+    pub dir: PathBuf,
+    pub st: RefCell<SegState>,
+}
+
+/// Everything `Segment::append` needs besides the bytes.
+pub(crate) struct AppendPlan<'a> {
+    pub batches: &'a [BatchInfo],
+    pub first_offset: i64,
+    pub leader_epoch: i32,
+    /// Some(now) for LogAppendTime.
+    pub append_time: Option<i64>,
+    pub index_interval: usize,
+    /// Wall-clock time of the append.
+    pub now_ms: i64,
+}
+
+impl Segment {
+    pub fn log_path(dir: &Path, base: i64) -> PathBuf {
+        dir.join(format!("{}.log", segment_stem(base)))
+    }
+    pub fn index_path(dir: &Path, base: i64) -> PathBuf {
+        dir.join(format!("{}.index", segment_stem(base)))
+    }
+    pub fn time_index_path(dir: &Path, base: i64) -> PathBuf {
+        dir.join(format!("{}.timeindex", segment_stem(base)))
+    }
+
+    /// Creates a new, empty segment (replacing any stale file of that name).
+    pub async fn create(dir: &Path, base_offset: i64, mode: IoMode) -> Result<Segment> {
+        let file = SegFile::open(&Self::log_path(dir, base_offset), mode).await?;
+        file.truncate(0).await?;
+        for p in [
+            Self::index_path(dir, base_offset),
+            Self::time_index_path(dir, base_offset),
+        ] {
+            if p.exists() {
+                std::fs::remove_file(&p)?;
+            }
+        }
+        Ok(Segment {
+            base_offset,
+            file,
+            dir: dir.to_path_buf(),
+            st: RefCell::new(SegState {
+                next_offset: base_offset,
+                ..SegState::default()
+            }),
+        })
+    }
+
+    pub fn size(&self) -> u64 {
+        self.st.borrow().size
+    }
+
+    pub fn next_offset(&self) -> i64 {
+        self.st.borrow().next_offset
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.size() == 0
+    }
+
+    /// Newest timestamp in the segment, if it holds any batch.
+    pub fn max_timestamp(&self) -> Option<(i64, i64)> {
+        self.st
+            .borrow()
+            .time_index
+            .last()
+            .map(|(t, r)| (t, self.base_offset + i64::from(r)))
+    }
+
+    /// Appends `records` (already validated) at the end, patching offsets/epoch/timestamps, and
+    /// returns the bytes as stored. In-memory state changes only after the write completed.
+    pub async fn append(&self, records: &[u8], plan: &AppendPlan<'_>) -> Result<Bytes> {
+        let (size, tail) = {
+            let st = self.st.borrow();
+            let tail = if self.file.is_direct() {
+                st.tail.clone()
+            } else {
+                Vec::new()
+            };
+            (st.size, tail)
+        };
+        let lead = tail.len();
+        let total = lead + records.len();
+        let mut buf = self.file.alloc(total);
+        let new_size = size + records.len() as u64;
+        let new_tail;
+        let stored;
+        {
+            let b = buf.as_mut();
+            b[..lead].copy_from_slice(&tail);
+            b[lead..].copy_from_slice(records);
+            let mut at = lead;
+            let mut offset = plan.first_offset;
+            for bi in plan.batches {
+                patch_batch(
+                    &mut b[at..at + bi.size],
+                    offset,
+                    plan.leader_epoch,
+                    plan.append_time,
+                );
+                at += bi.size;
+                offset += i64::from(bi.last_offset_delta) + 1;
+            }
+            let keep = if self.file.is_direct() {
+                (new_size % ALIGN) as usize
+            } else {
+                0
+            };
+            new_tail = b[total - keep..total].to_vec();
+            stored = Bytes::copy_from_slice(&b[lead..total]);
+        }
+        self.file.write(buf, size - lead as u64).await?;
+
+        let mut st = self.st.borrow_mut();
+        let mut pos = size;
+        let mut offset = plan.first_offset;
+        for bi in plan.batches {
+            let last = offset + i64::from(bi.last_offset_delta);
+            let noted = NotedBatch {
+                base_offset: offset,
+                last_offset: last,
+                max_timestamp: plan.append_time.unwrap_or(bi.max_timestamp),
+                size: bi.size,
+            };
+            st.note_batch(self.base_offset, pos, &noted, plan.index_interval);
+            pos += bi.size as u64;
+            offset = last + 1;
+        }
+        st.size = new_size;
+        st.tail = new_tail;
+        if st.first_batch_ts.is_none() {
+            st.first_batch_ts = Some(plan.now_ms);
+        }
+        Ok(stored)
+    }
+
+    /// Writes the index files as they are in memory.
+    pub async fn write_indexes(&self) -> Result<()> {
+        let (ix, tix) = {
+            let st = self.st.borrow();
+            (st.index.encode(), st.time_index.encode())
+        };
+        write_file_atomic(&Self::index_path(&self.dir, self.base_offset), ix).await?;
+        write_file_atomic(&Self::time_index_path(&self.dir, self.base_offset), tix).await
+    }
+
+    /// Makes the segment final: trims O_DIRECT padding, syncs, then writes its indexes (so an
+    /// index file on disk implies a trimmed, durable log file).
+    pub async fn seal(&self) -> Result<()> {
+        let size = self.size();
+        if self.file.is_direct() {
+            self.file.truncate(size).await?;
+        }
+        self.file.sync().await?;
+        self.write_indexes().await
+    }
+
+    /// Deletes the segment's files.
+    pub fn remove_files(&self) -> Result<()> {
+        for p in [
+            Self::log_path(&self.dir, self.base_offset),
+            Self::index_path(&self.dir, self.base_offset),
+            Self::time_index_path(&self.dir, self.base_offset),
+        ] {
+            match std::fs::remove_file(&p) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Ok(())
+    }
+
+    /// Whether the indexes have reached `capacity` bytes (segment.index.bytes).
+    pub fn index_full(&self, capacity: usize) -> bool {
+        let st = self.st.borrow();
+        st.index.bytes() + super::index::INDEX_ENTRY > capacity
+            || st.time_index.bytes() + super::index::TIME_ENTRY > capacity
+    }
+}

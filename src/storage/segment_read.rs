@@ -1,0 +1,169 @@
+//! Reading a segment: locating the batch that holds an offset (sparse index, then a short scan of
+//! batch headers), collecting whole batches for a fetch, and timestamp lookups.
+
+use bytes::Bytes;
+
+use super::batch::{for_each_record, BatchHeader, ATTR_LOG_APPEND_TIME, HEADER_LEN};
+use super::error::{Result, StorageError};
+use super::file::SegFile;
+use super::segment::{rel, Segment};
+
+/// Window used when scanning headers to locate an offset.
+const LOCATE_WINDOW: usize = 16 << 10;
+/// Largest window read speculatively when collecting a fetch.
+const MAX_FETCH_WINDOW: usize = 1 << 20;
+
+/// A cached span of a segment file used to parse successive batch headers with few reads.
+pub(crate) struct Window<'a> {
+    file: &'a SegFile,
+    limit: u64,
+    start: u64,
+    data: Bytes,
+    chunk: usize,
+}
+
+impl<'a> Window<'a> {
+    pub fn new(file: &'a SegFile, limit: u64, chunk: usize) -> Window<'a> {
+        Window {
+            file,
+            limit,
+            start: 0,
+            data: Bytes::new(),
+            chunk,
+        }
+    }
+
+    /// `len` bytes at `pos`, reading more of the file if the window does not hold them.
+    /// Returns fewer bytes only if the file (or `limit`) ends first.
+    pub async fn get(&mut self, pos: u64, len: usize) -> Result<Bytes> {
+        let end = self.start + self.data.len() as u64;
+        if pos < self.start || pos + len as u64 > end {
+            let want = (len.max(self.chunk) as u64).min(self.limit.saturating_sub(pos));
+            self.data = self.file.read(pos, want as usize).await?;
+            self.start = pos;
+        }
+        let off = (pos - self.start) as usize;
+        let take = len.min(self.data.len() - off);
+        Ok(self.data.slice(off..off + take))
+    }
+
+    /// The batch header at `pos`, with the batch's whole size; None if no valid header is there.
+    pub async fn header(&mut self, pos: u64) -> Result<Option<(BatchHeader, usize)>> {
+        let b = self.get(pos, HEADER_LEN).await?;
+        let Some(h) = BatchHeader::parse(&b) else {
+            return Ok(None);
+        };
+        match h.total_size() {
+            Some(size) if h.magic == 2 && pos + size as u64 <= self.limit => Ok(Some((h, size))),
+            _ => Ok(None),
+        }
+    }
+}
+
+fn corrupt_at(seg: &Segment, pos: u64) -> StorageError {
+    StorageError::Io(format!(
+        "no valid batch header at position {pos} of {}",
+        seg.file.path().display()
+    ))
+}
+
+impl Segment {
+    /// File position of the batch holding `offset` (or the first batch after it), None if the
+    /// segment ends before.
+    pub async fn locate(&self, offset: i64) -> Result<Option<u64>> {
+        let (mut pos, size) = {
+            let st = self.st.borrow();
+            let r = rel(self.base_offset, offset.max(self.base_offset));
+            (u64::from(st.index.lookup(r).1), st.size)
+        };
+        let mut w = Window::new(&self.file, size, LOCATE_WINDOW);
+        while pos < size {
+            let (h, n) = w.header(pos).await?.ok_or_else(|| corrupt_at(self, pos))?;
+            if h.last_offset() >= offset {
+                return Ok(Some(pos));
+            }
+            pos += n as u64;
+        }
+        Ok(None)
+    }
+
+    /// Whole batches from `pos`: the first one always (if its base offset is below
+    /// `max_offset_exclusive`), then more while the total stays within `max_bytes`.
+    pub async fn read_from(
+        &self,
+        pos: u64,
+        max_bytes: usize,
+        max_offset_exclusive: i64,
+    ) -> Result<Bytes> {
+        let size = self.size();
+        let chunk = max_bytes.saturating_add(HEADER_LEN).min(MAX_FETCH_WINDOW);
+        let mut w = Window::new(&self.file, size, chunk);
+        let mut end = pos;
+        while end < size {
+            let (h, n) = w.header(end).await?.ok_or_else(|| corrupt_at(self, end))?;
+            if h.base_offset >= max_offset_exclusive {
+                break;
+            }
+            if end > pos && (end - pos) as usize + n > max_bytes {
+                break;
+            }
+            end += n as u64;
+        }
+        if end == pos {
+            return Ok(Bytes::new());
+        }
+        let len = (end - pos) as usize;
+        let data = w.get(pos, len).await?;
+        if data.len() != len {
+            return Err(StorageError::Io(format!(
+                "short read of {} at {pos}",
+                self.file.path().display()
+            )));
+        }
+        Ok(data)
+    }
+
+    /// The first record with timestamp >= `ts` in this segment, as (offset, timestamp).
+    pub async fn find_timestamp(&self, ts: i64) -> Result<Option<(i64, i64)>> {
+        let (entry, size) = {
+            let st = self.st.borrow();
+            (st.time_index.lookup(ts), st.size)
+        };
+        let Some((_, r)) = entry else {
+            return Ok(None);
+        };
+        let Some(mut pos) = self.locate(self.base_offset + i64::from(r)).await? else {
+            return Ok(None);
+        };
+        let mut w = Window::new(&self.file, size, LOCATE_WINDOW);
+        while pos < size {
+            let (h, n) = w.header(pos).await?.ok_or_else(|| corrupt_at(self, pos))?;
+            if h.max_timestamp >= ts {
+                let batch = w.get(pos, n).await?;
+                if let Some(found) = first_record_at_or_after(&batch, &h, ts)? {
+                    return Ok(Some(found));
+                }
+            }
+            pos += n as u64;
+        }
+        Ok(None)
+    }
+}
+
+/// Decodes a batch's records to find the first with timestamp >= `ts`.
+fn first_record_at_or_after(batch: &[u8], h: &BatchHeader, ts: i64) -> Result<Option<(i64, i64)>> {
+    if h.attributes & ATTR_LOG_APPEND_TIME != 0 {
+        return Ok((h.max_timestamp >= ts).then_some((h.base_offset, h.max_timestamp)));
+    }
+    let mut found = None;
+    for_each_record(batch, |r| {
+        let t = h.base_timestamp.saturating_add(r.timestamp_delta);
+        if t >= ts {
+            found = Some((h.base_offset + i64::from(r.offset_delta), t));
+            false
+        } else {
+            true
+        }
+    })?;
+    Ok(found)
+}
