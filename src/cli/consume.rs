@@ -10,6 +10,7 @@ use std::io::{ErrorKind, Write};
 use anyhow::{anyhow, bail, Context, Result};
 use clap::Args;
 use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
+use kafka_protocol::messages::fetch_response::PartitionData;
 use kafka_protocol::messages::list_offsets_request::{ListOffsetsPartition, ListOffsetsTopic};
 use kafka_protocol::messages::metadata_response::MetadataResponseBroker;
 use kafka_protocol::messages::{FetchRequest, ListOffsetsRequest, TopicName};
@@ -92,6 +93,9 @@ struct PartitionState {
     leader: i32,
     position: i64,
     high_watermark: Option<i64>,
+    /// Byte limit asked for this partition; doubled (up to `FETCH_BYTES_MAX`)
+    /// when a response held only part of one batch, so a large batch cannot stall us.
+    max_bytes: i32,
 }
 
 /// Runs `sluice consume`.
@@ -159,15 +163,13 @@ pub fn run(args: ConsumeArgs) -> Result<()> {
                 OFFSET_LATEST,
             )?,
         };
-        let high_watermark = None;
-        state.insert(
-            partition,
-            PartitionState {
-                leader,
-                position,
-                high_watermark,
-            },
-        );
+        let s = PartitionState {
+            leader,
+            position,
+            high_watermark: None,
+            max_bytes: FETCH_PARTITION_BYTES_MAX,
+        };
+        state.insert(partition, s);
     }
     let stdout = std::io::stdout();
     let mut out = std::io::BufWriter::new(stdout.lock());
@@ -220,6 +222,7 @@ fn list_offset(
     Ok(result.offset)
 }
 
+/// Fetches round after round until `--count` records or, with `-e`, the end.
 fn consume_loop(
     cluster: &mut Cluster,
     brokers: &[MetadataResponseBroker],
@@ -228,22 +231,30 @@ fn consume_loop(
     state: &mut BTreeMap<i32, PartitionState>,
     out: &mut impl Write,
 ) -> Result<()> {
-    let mut printed: u64 = 0;
+    let mut printer = Printer {
+        args,
+        format,
+        printed: 0,
+    };
     let max_wait_ms = FETCH_MAX_WAIT_MS.min(args.client.timeout_ms_i32() / 2);
     loop {
-        if args.count.is_some_and(|c| printed >= c) {
+        if printer.done() {
             return Ok(());
         }
-        if args.exit_at_end
-            && state
-                .values()
-                .all(|s| s.high_watermark.is_some_and(|hw| s.position >= hw))
-        {
+        let all_at_end = state
+            .values()
+            .all(|s| s.high_watermark.is_some_and(|hw| s.position >= hw));
+        if args.exit_at_end && all_at_end {
             return Ok(());
         }
-        let mut by_leader: BTreeMap<i32, Vec<i32>> = BTreeMap::new();
+        let mut by_leader: BTreeMap<i32, Vec<FetchPartition>> = BTreeMap::new();
         for (partition, s) in state.iter() {
-            by_leader.entry(s.leader).or_default().push(*partition);
+            by_leader.entry(s.leader).or_default().push(
+                FetchPartition::default()
+                    .with_partition(*partition)
+                    .with_fetch_offset(s.position)
+                    .with_partition_max_bytes(s.max_bytes),
+            );
         }
         for (leader, partitions) in by_leader {
             let request = FetchRequest::default()
@@ -253,65 +264,85 @@ fn consume_loop(
                 .with_max_bytes(FETCH_BYTES_MAX)
                 .with_topics(vec![FetchTopic::default()
                     .with_topic(TopicName(StrBytes::from_string(args.topic.clone())))
-                    .with_partitions(
-                        partitions
-                            .iter()
-                            .map(|p| {
-                                FetchPartition::default()
-                                    .with_partition(*p)
-                                    .with_fetch_offset(state.get(p).map_or(0, |s| s.position))
-                                    .with_partition_max_bytes(FETCH_PARTITION_BYTES_MAX)
-                            })
-                            .collect(),
-                    )]);
+                    .with_partitions(partitions)]);
             let client = cluster.node(leader, brokers)?;
             let version = client.version_for::<FetchRequest>(4, FETCH_VERSION_MAX)?;
             let response = client.send(version, &request)?;
             check_error(response.error_code, None, "fetch failed")?;
-            for topic in response.responses {
-                for data in topic.partitions {
-                    let partition = data.partition_index;
-                    let Some(s) = state.get_mut(&partition) else {
-                        continue; // not asked for
-                    };
-                    check_error(
-                        data.error_code,
-                        None,
-                        &format!(
-                            "cannot fetch {} partition {partition} at offset {}",
-                            args.topic, s.position
-                        ),
-                    )?;
-                    s.high_watermark = Some(data.high_watermark);
-                    let Some(bytes) = data.records else { continue };
-                    let fetched = decode_fetched(bytes)?;
-                    for record in fetched.records {
-                        if record.offset < s.position {
-                            continue; // compressed batches may start before the fetch offset
-                        }
-                        if args.count.is_some_and(|c| printed >= c) {
-                            break;
-                        }
-                        format.write(
-                            out,
-                            &PrintedRecord {
-                                topic: &args.topic,
-                                partition,
-                                record: &record,
-                            },
-                        )?;
-                        printed += 1;
-                        s.position = record.offset + 1;
-                    }
-                    if let Some(next) = fetched.next_offset.filter(|n| *n > s.position) {
-                        if !args.count.is_some_and(|c| printed >= c) {
-                            s.position = next;
-                        }
-                    }
+            for data in response.responses.into_iter().flat_map(|t| t.partitions) {
+                if let Some(s) = state.get_mut(&data.partition_index) {
+                    printer.absorb(s, data, out)?;
                 }
             }
             out.flush().context("cannot write to stdout")?;
         }
+    }
+}
+
+/// Prints fetched records and moves partition positions forward.
+struct Printer<'a> {
+    args: &'a ConsumeArgs,
+    format: &'a OutputFormat,
+    printed: u64,
+}
+
+impl Printer<'_> {
+    fn done(&self) -> bool {
+        self.args.count.is_some_and(|c| self.printed >= c)
+    }
+
+    /// Handles one partition of a Fetch response.
+    fn absorb(
+        &mut self,
+        s: &mut PartitionState,
+        data: PartitionData,
+        out: &mut impl Write,
+    ) -> Result<()> {
+        let topic = &self.args.topic;
+        let partition = data.partition_index;
+        check_error(
+            data.error_code,
+            None,
+            &format!(
+                "cannot fetch {topic} partition {partition} at offset {}",
+                s.position
+            ),
+        )?;
+        s.high_watermark = Some(data.high_watermark);
+        let Some(bytes) = data.records.filter(|b| !b.is_empty()) else {
+            return Ok(());
+        };
+        let fetched = decode_fetched(bytes)?;
+        let Some(next_offset) = fetched.next_offset else {
+            // Only part of one batch fit: ask for more bytes next time.
+            if s.max_bytes >= FETCH_BYTES_MAX {
+                bail!(
+                    "record batch at {topic} partition {partition} offset {} is larger than {FETCH_BYTES_MAX} bytes",
+                    s.position
+                );
+            }
+            s.max_bytes = s.max_bytes.saturating_mul(2).min(FETCH_BYTES_MAX);
+            return Ok(());
+        };
+        for record in &fetched.records {
+            if record.offset < s.position {
+                continue; // compressed batches may start before the fetch offset
+            }
+            if self.done() {
+                return Ok(());
+            }
+            let printed = PrintedRecord {
+                topic,
+                partition,
+                record,
+            };
+            self.format.write(out, &printed)?;
+            self.printed += 1;
+            s.position = record.offset + 1;
+        }
+        // Skips offsets with no data record (control batches, compacted gaps).
+        s.position = s.position.max(next_offset);
+        Ok(())
     }
 }
 

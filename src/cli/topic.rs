@@ -284,6 +284,9 @@ fn topic_configs_text(results: &[DescribeConfigsResult], name: &str) -> String {
     if result.error_code != 0 {
         return format!("(error: {})", error_name(result.error_code));
     }
+    for c in &result.configs {
+        tracing::debug!(topic = name, config = %c.name, source = c.config_source, "DescribeConfigs entry");
+    }
     result
         .configs
         .iter()
