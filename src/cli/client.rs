@@ -344,6 +344,7 @@ impl Cluster {
             return Ok(&mut self.bootstrap);
         }
         if !self.others.contains_key(&node_id) {
+            tracing::debug!(node_id, %address, "connecting to partition leader");
             let client = Client::connect(&address, self.timeout).with_context(|| {
                 format!("cannot reach broker {node_id}, advertised as {address}")
             })?;
