@@ -338,7 +338,7 @@ impl Printer<'_> {
             };
             self.format.write(out, &printed)?;
             self.printed += 1;
-            s.position = record.offset + 1;
+            s.position = record.offset.saturating_add(1);
         }
         // Skips offsets with no data record (control batches, compacted gaps).
         s.position = s.position.max(next_offset);

@@ -105,7 +105,11 @@ pub fn decode_fetched(mut data: Bytes) -> Result<Fetched> {
         })?;
         out.records
             .extend(set.records.into_iter().filter(|r| !r.control));
-        out.next_offset = Some(base_offset + i64::from(last_offset_delta) + 1);
+        // Offsets come from the network: saturate rather than overflow.
+        let next = base_offset
+            .saturating_add(i64::from(last_offset_delta))
+            .saturating_add(1);
+        out.next_offset = Some(next);
     }
     Ok(out)
 }
