@@ -140,9 +140,9 @@ impl BrokerConfig {
     fn from_values(values: BTreeMap<String, String>) -> anyhow::Result<BrokerConfig> {
         let get = |k: &str| values.get(k).cloned().unwrap_or_default();
         let listen = strip_scheme(&get("listeners"));
-        listen
-            .parse::<std::net::SocketAddr>()
-            .with_context(|| format!("listeners must be host:port with a numeric IP, got {listen:?}"))?;
+        listen.parse::<std::net::SocketAddr>().with_context(|| {
+            format!("listeners must be host:port with a numeric IP, got {listen:?}")
+        })?;
         let advertised = match get("advertised.listeners") {
             a if a.is_empty() => listen.clone(),
             a => strip_scheme(&a),
@@ -158,7 +158,9 @@ impl BrokerConfig {
         }
         let mut smp: usize = parse_key(&values, "smp")?;
         if smp == 0 {
-            smp = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+            smp = std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(1);
         }
         let cfg = BrokerConfig {
             listen,
@@ -186,7 +188,11 @@ impl BrokerConfig {
     /// The broker-level default of a topic setting (Kafka's synonym chain).
     pub fn topic_default(&self, def: &TopicConfigDef) -> String {
         match def.broker_key {
-            Some(k) => self.values.get(k).cloned().unwrap_or_else(|| def.default.to_string()),
+            Some(k) => self
+                .values
+                .get(k)
+                .cloned()
+                .unwrap_or_else(|| def.default.to_string()),
             None => def.default.to_string(),
         }
     }
@@ -194,14 +200,21 @@ impl BrokerConfig {
     /// Effective value of a topic setting given the topic's overrides.
     pub fn topic_value(&self, overrides: &BTreeMap<String, String>, name: &str) -> Option<String> {
         let def = topic_config_def(name)?;
-        Some(overrides.get(name).cloned().unwrap_or_else(|| self.topic_default(def)))
+        Some(
+            overrides
+                .get(name)
+                .cloned()
+                .unwrap_or_else(|| self.topic_default(def)),
+        )
     }
 
     /// The storage settings of a topic with the given overrides.
     pub fn log_config(&self, overrides: &BTreeMap<String, String>) -> anyhow::Result<LogConfig> {
         let v = |name: &str| self.topic_value(overrides, name).unwrap_or_default();
         let num = |name: &str| -> anyhow::Result<i64> {
-            v(name).parse::<i64>().with_context(|| format!("{name} must be an integer, got {:?}", v(name)))
+            v(name)
+                .parse::<i64>()
+                .with_context(|| format!("{name} must be an integer, got {:?}", v(name)))
         };
         let io_mode = match self.values.get("io_mode").map(String::as_str) {
             Some("buffered") => IoMode::Buffered,
@@ -211,7 +224,9 @@ impl BrokerConfig {
         let ts = match v("message.timestamp.type").as_str() {
             "CreateTime" => TimestampType::CreateTime,
             "LogAppendTime" => TimestampType::LogAppendTime,
-            other => bail!("message.timestamp.type must be CreateTime or LogAppendTime, got {other:?}"),
+            other => {
+                bail!("message.timestamp.type must be CreateTime or LogAppendTime, got {other:?}")
+            }
         };
         let positive = |name: &str, min: i64| -> anyhow::Result<i64> {
             let n = num(name)?;
@@ -271,33 +286,147 @@ impl ConfigKind {
 
 macro_rules! tc {
     ($name:expr, $bk:expr, $def:expr, $kind:expr, $enf:expr) => {
-        TopicConfigDef { name: $name, broker_key: $bk, default: $def, kind: $kind, enforced: $enf }
+        TopicConfigDef {
+            name: $name,
+            broker_key: $bk,
+            default: $def,
+            kind: $kind,
+            enforced: $enf,
+        }
     };
 }
 
 /// Every topic setting known to the broker. Unknown names are refused with INVALID_CONFIG.
 pub const TOPIC_CONFIGS: &[TopicConfigDef] = &[
-    tc!("cleanup.policy", Some("log.cleanup.policy"), "delete", ConfigKind::List(&["delete", "compact"]), false),
-    tc!("compression.type", Some("compression.type"), "producer", ConfigKind::Choice(&["producer", "uncompressed", "gzip", "snappy", "lz4", "zstd"]), false),
-    tc!("delete.retention.ms", None, "86400000", ConfigKind::Long, false),
-    tc!("file.delete.delay.ms", None, "60000", ConfigKind::Long, false),
-    tc!("flush.messages", None, "9223372036854775807", ConfigKind::Long, false),
-    tc!("flush.ms", None, "9223372036854775807", ConfigKind::Long, false),
-    tc!("index.interval.bytes", Some("log.index.interval.bytes"), "4096", ConfigKind::Int, true),
-    tc!("max.compaction.lag.ms", None, "9223372036854775807", ConfigKind::Long, false),
-    tc!("max.message.bytes", Some("message.max.bytes"), "1048588", ConfigKind::Int, true),
-    tc!("message.timestamp.type", Some("log.message.timestamp.type"), "CreateTime", ConfigKind::Choice(&["CreateTime", "LogAppendTime"]), true),
-    tc!("min.cleanable.dirty.ratio", None, "0.5", ConfigKind::Str, false),
+    tc!(
+        "cleanup.policy",
+        Some("log.cleanup.policy"),
+        "delete",
+        ConfigKind::List(&["delete", "compact"]),
+        false
+    ),
+    tc!(
+        "compression.type",
+        Some("compression.type"),
+        "producer",
+        ConfigKind::Choice(&["producer", "uncompressed", "gzip", "snappy", "lz4", "zstd"]),
+        false
+    ),
+    tc!(
+        "delete.retention.ms",
+        None,
+        "86400000",
+        ConfigKind::Long,
+        false
+    ),
+    tc!(
+        "file.delete.delay.ms",
+        None,
+        "60000",
+        ConfigKind::Long,
+        false
+    ),
+    tc!(
+        "flush.messages",
+        None,
+        "9223372036854775807",
+        ConfigKind::Long,
+        false
+    ),
+    tc!(
+        "flush.ms",
+        None,
+        "9223372036854775807",
+        ConfigKind::Long,
+        false
+    ),
+    tc!(
+        "index.interval.bytes",
+        Some("log.index.interval.bytes"),
+        "4096",
+        ConfigKind::Int,
+        true
+    ),
+    tc!(
+        "max.compaction.lag.ms",
+        None,
+        "9223372036854775807",
+        ConfigKind::Long,
+        false
+    ),
+    tc!(
+        "max.message.bytes",
+        Some("message.max.bytes"),
+        "1048588",
+        ConfigKind::Int,
+        true
+    ),
+    tc!(
+        "message.timestamp.type",
+        Some("log.message.timestamp.type"),
+        "CreateTime",
+        ConfigKind::Choice(&["CreateTime", "LogAppendTime"]),
+        true
+    ),
+    tc!(
+        "min.cleanable.dirty.ratio",
+        None,
+        "0.5",
+        ConfigKind::Str,
+        false
+    ),
     tc!("min.compaction.lag.ms", None, "0", ConfigKind::Long, false),
-    tc!("min.insync.replicas", Some("min.insync.replicas"), "1", ConfigKind::Int, true),
+    tc!(
+        "min.insync.replicas",
+        Some("min.insync.replicas"),
+        "1",
+        ConfigKind::Int,
+        true
+    ),
     tc!("preallocate", None, "false", ConfigKind::Bool, false),
-    tc!("retention.bytes", Some("log.retention.bytes"), "-1", ConfigKind::Long, true),
-    tc!("retention.ms", Some("log.retention.ms"), "604800000", ConfigKind::Long, true),
-    tc!("segment.bytes", Some("log.segment.bytes"), "1073741824", ConfigKind::Int, true),
-    tc!("segment.index.bytes", Some("log.index.size.max.bytes"), "10485760", ConfigKind::Int, true),
+    tc!(
+        "retention.bytes",
+        Some("log.retention.bytes"),
+        "-1",
+        ConfigKind::Long,
+        true
+    ),
+    tc!(
+        "retention.ms",
+        Some("log.retention.ms"),
+        "604800000",
+        ConfigKind::Long,
+        true
+    ),
+    tc!(
+        "segment.bytes",
+        Some("log.segment.bytes"),
+        "1073741824",
+        ConfigKind::Int,
+        true
+    ),
+    tc!(
+        "segment.index.bytes",
+        Some("log.index.size.max.bytes"),
+        "10485760",
+        ConfigKind::Int,
+        true
+    ),
     tc!("segment.jitter.ms", None, "0", ConfigKind::Long, false),
-    tc!("segment.ms", Some("log.roll.ms"), "604800000", ConfigKind::Long, true),
-    tc!("unclean.leader.election.enable", None, "false", ConfigKind::Bool, false),
+    tc!(
+        "segment.ms",
+        Some("log.roll.ms"),
+        "604800000",
+        ConfigKind::Long,
+        true
+    ),
+    tc!(
+        "unclean.leader.election.enable",
+        None,
+        "false",
+        ConfigKind::Bool,
+        false
+    ),
 ];
 
 /// Looks up a topic setting by its Kafka name.
@@ -329,7 +458,9 @@ pub fn validate_topic_config(name: &str, value: &str) -> Result<(), String> {
         _ => i64::MIN,
     };
     if matches!(def.kind, ConfigKind::Long | ConfigKind::Int) && n < min {
-        return Err(format!("Invalid value {value} for configuration {name}: must be >= {min}"));
+        return Err(format!(
+            "Invalid value {value} for configuration {name}: must be >= {min}"
+        ));
     }
     Ok(())
 }
@@ -342,7 +473,10 @@ fn set_known(values: &mut BTreeMap<String, String>, key: &str, v: String) -> any
     Ok(())
 }
 
-fn parse_key<T: std::str::FromStr>(values: &BTreeMap<String, String>, key: &str) -> anyhow::Result<T> {
+fn parse_key<T: std::str::FromStr>(
+    values: &BTreeMap<String, String>,
+    key: &str,
+) -> anyhow::Result<T> {
     let v = values.get(key).map(String::as_str).unwrap_or("");
     v.trim()
         .parse::<T>()
@@ -357,11 +491,19 @@ fn strip_scheme(s: &str) -> String {
     }
 }
 
-fn flatten_toml(prefix: &str, v: &toml::Value, out: &mut Vec<(String, String)>) -> anyhow::Result<()> {
+fn flatten_toml(
+    prefix: &str,
+    v: &toml::Value,
+    out: &mut Vec<(String, String)>,
+) -> anyhow::Result<()> {
     match v {
         toml::Value::Table(t) => {
             for (k, v) in t {
-                let key = if prefix.is_empty() { k.clone() } else { format!("{prefix}.{k}") };
+                let key = if prefix.is_empty() {
+                    k.clone()
+                } else {
+                    format!("{prefix}.{k}")
+                };
                 flatten_toml(&key, v, out)?;
             }
         }
@@ -389,7 +531,11 @@ mod tests {
     fn precedence_defaults_file_env_set_flags() {
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("sluice.toml");
-        std::fs::write(&file, "\"num.partitions\" = 3\n[log]\ndirs = [\"/a\", \"/b\"]\nsegment.bytes = 1000\n").unwrap();
+        std::fs::write(
+            &file,
+            "\"num.partitions\" = 3\n[log]\ndirs = [\"/a\", \"/b\"]\nsegment.bytes = 1000\n",
+        )
+        .unwrap();
         let args = StartArgs {
             config: Some(file),
             set: vec!["log.segment.bytes=2000".into()],
@@ -401,17 +547,29 @@ mod tests {
         assert_eq!(cfg.log_dirs, vec![PathBuf::from("/a"), PathBuf::from("/b")]);
         assert_eq!(cfg.num_partitions, 4);
         assert_eq!(cfg.smp, 2);
-        assert_eq!(cfg.log_config(&BTreeMap::new()).unwrap().segment_bytes, 2000);
+        assert_eq!(
+            cfg.log_config(&BTreeMap::new()).unwrap().segment_bytes,
+            2000
+        );
         assert_eq!(cfg.listen, "127.0.0.1:9092");
     }
 
     #[test]
     fn unknown_and_bad_values_are_refused() {
-        let bad = StartArgs { set: vec!["no.such.key=1".into()], ..Default::default() };
+        let bad = StartArgs {
+            set: vec!["no.such.key=1".into()],
+            ..Default::default()
+        };
         assert!(BrokerConfig::load_from(&bad, &[]).is_err());
-        let bad = StartArgs { set: vec!["num.partitions=x".into()], ..Default::default() };
+        let bad = StartArgs {
+            set: vec!["num.partitions=x".into()],
+            ..Default::default()
+        };
         assert!(BrokerConfig::load_from(&bad, &[]).is_err());
-        let bad = StartArgs { set: vec!["io_mode=fast".into()], ..Default::default() };
+        let bad = StartArgs {
+            set: vec!["io_mode=fast".into()],
+            ..Default::default()
+        };
         assert!(BrokerConfig::load_from(&bad, &[]).is_err());
     }
 

@@ -17,7 +17,11 @@ fn assert_mentions(args: &[&str], words: &[&str]) {
     let (ok, text) = sluice(args);
     assert!(ok, "`sluice {}` failed:\n{text}", args.join(" "));
     for w in words {
-        assert!(text.contains(w), "`sluice {}` does not mention {w}:\n{text}", args.join(" "));
+        assert!(
+            text.contains(w),
+            "`sluice {}` does not mention {w}:\n{text}",
+            args.join(" ")
+        );
     }
 }
 
@@ -28,16 +32,29 @@ fn top_level_commands() {
 
 #[test]
 fn start_flags() {
-    assert_mentions(&["start", "--help"], &["--listen", "--data-dir", "--smp", "--set"]);
+    assert_mentions(
+        &["start", "--help"],
+        &["--listen", "--data-dir", "--smp", "--set"],
+    );
 }
 
 #[test]
 fn topic_subcommands() {
     assert_mentions(
         &["topic", "--help"],
-        &["create", "list", "describe", "delete", "add-partitions", "alter-config"],
+        &[
+            "create",
+            "list",
+            "describe",
+            "delete",
+            "add-partitions",
+            "alter-config",
+        ],
     );
-    assert_mentions(&["topic", "create", "--help"], &["--partitions", "--config", "--bootstrap"]);
+    assert_mentions(
+        &["topic", "create", "--help"],
+        &["--partitions", "--config", "--bootstrap"],
+    );
     assert_mentions(&["topic", "add-partitions", "--help"], &["--total"]);
     assert_mentions(&["topic", "alter-config", "--help"], &["--set"]);
 }
@@ -46,11 +63,24 @@ fn topic_subcommands() {
 fn produce_consume_flags() {
     assert_mentions(
         &["produce", "--help"],
-        &["--partition", "--key-delimiter", "--acks", "--compression", "--bootstrap"],
+        &[
+            "--partition",
+            "--key-delimiter",
+            "--acks",
+            "--compression",
+            "--bootstrap",
+        ],
     );
     assert_mentions(
         &["consume", "--help"],
-        &["--partition", "--offset", "--count", "--print-key", "--key-delimiter", "--bootstrap"],
+        &[
+            "--partition",
+            "--offset",
+            "--count",
+            "--print-key",
+            "--key-delimiter",
+            "--bootstrap",
+        ],
     );
 }
 

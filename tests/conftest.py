@@ -71,9 +71,18 @@ def free_port() -> int:
 
 
 def port_accepts(port: int) -> bool:
+    """True when a Kafka broker answers an ApiVersions v0 request on the port.
+
+    Accepting is not enough: after a kill -9 the dead process's io_uring
+    teardown can leave its listening socket accepting (never answering) for a
+    moment, and the new broker is only ready once it answers itself.
+    """
+    probe = bytes([0, 0, 0, 10, 0, 18, 0, 0, 0, 0, 0, 1, 0xFF, 0xFF])
     try:
-        with socket.create_connection(("127.0.0.1", port), timeout=0.5):
-            return True
+        with socket.create_connection(("127.0.0.1", port), timeout=0.5) as s:
+            s.settimeout(0.5)
+            s.sendall(probe)
+            return len(s.recv(4)) > 0
     except OSError:
         return False
 

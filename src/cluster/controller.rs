@@ -9,7 +9,10 @@ use std::sync::Arc;
 
 use kafka_protocol::error::ResponseError;
 
-use super::{image, owner_shard, partition_manager, publish, store, validate_topic_name, PartitionMeta, TopicMeta};
+use super::{
+    image, owner_shard, partition_manager, publish, store, validate_topic_name, PartitionMeta,
+    TopicMeta,
+};
 use crate::config::validate_topic_config;
 use crate::runtime;
 
@@ -25,7 +28,10 @@ pub struct Refusal {
 
 impl Refusal {
     fn new(err: ResponseError, message: impl Into<String>) -> Refusal {
-        Refusal { code: err.code(), message: message.into() }
+        Refusal {
+            code: err.code(),
+            message: message.into(),
+        }
     }
 }
 
@@ -73,30 +79,45 @@ fn persist(img: &super::MetadataImage) -> Result<(), Refusal> {
     let dir = cfg.log_dirs.first().cloned().unwrap_or_default();
     store::save(&dir, img).map_err(|e| {
         tracing::error!(error = %format!("{e:#}"), "persisting metadata failed");
-        Refusal::new(ResponseError::KafkaStorageError, format!("persisting metadata failed: {e:#}"))
+        Refusal::new(
+            ResponseError::KafkaStorageError,
+            format!("persisting metadata failed: {e:#}"),
+        )
     })
 }
 
 /// Checks a topic-creation request without changing anything.
 pub fn validate_new_topic(t: &NewTopic) -> Result<(i32, i16), Refusal> {
     let cfg = partition_manager::broker_config();
-    validate_topic_name(&t.name).map_err(|m| Refusal::new(ResponseError::InvalidTopicException, m))?;
+    validate_topic_name(&t.name)
+        .map_err(|m| Refusal::new(ResponseError::InvalidTopicException, m))?;
     if image().topic(&t.name).is_some() {
         return Err(Refusal::new(
             ResponseError::TopicAlreadyExists,
             format!("Topic '{}' already exists.", t.name),
         ));
     }
-    let partitions = if t.partitions == -1 { cfg.num_partitions } else { t.partitions };
-    if partitions < 1 || partitions > MAX_PARTITIONS_PER_TOPIC {
+    let partitions = if t.partitions == -1 {
+        cfg.num_partitions
+    } else {
+        t.partitions
+    };
+    if !(1..=MAX_PARTITIONS_PER_TOPIC).contains(&partitions) {
         return Err(Refusal::new(
             ResponseError::InvalidPartitions,
             format!("Number of partitions must be between 1 and {MAX_PARTITIONS_PER_TOPIC}, got {partitions}."),
         ));
     }
-    let rf = if t.replication_factor == -1 { cfg.default_replication_factor } else { t.replication_factor };
+    let rf = if t.replication_factor == -1 {
+        cfg.default_replication_factor
+    } else {
+        t.replication_factor
+    };
     if rf < 1 {
-        return Err(Refusal::new(ResponseError::InvalidReplicationFactor, "Replication factor must be larger than 0."));
+        return Err(Refusal::new(
+            ResponseError::InvalidReplicationFactor,
+            "Replication factor must be larger than 0.",
+        ));
     }
     if rf > 1 {
         return Err(Refusal::new(
@@ -127,17 +148,29 @@ async fn create_topics_local(topics: Vec<NewTopic>) -> Vec<Result<Arc<TopicMeta>
     for t in topics {
         let r = validate_new_topic(&t).and_then(|(partitions, _)| {
             if next.topics.contains_key(&t.name) {
-                return Err(Refusal::new(ResponseError::TopicAlreadyExists, format!("Topic '{}' already exists.", t.name)));
+                return Err(Refusal::new(
+                    ResponseError::TopicAlreadyExists,
+                    format!("Topic '{}' already exists.", t.name),
+                ));
             }
             let mut counts = next.partitions_per_dir(cfg.log_dirs.len());
             let parts = (0..partitions)
                 .map(|index| {
                     let log_dir = least_loaded(&counts);
                     counts[log_dir] += 1;
-                    PartitionMeta { index, log_dir, leader_epoch: 0 }
+                    PartitionMeta {
+                        index,
+                        log_dir,
+                        leader_epoch: 0,
+                    }
                 })
                 .collect();
-            let meta = Arc::new(TopicMeta { name: t.name.clone(), id: uuid::Uuid::new_v4(), partitions: parts, configs: t.configs });
+            let meta = Arc::new(TopicMeta {
+                name: t.name.clone(),
+                id: uuid::Uuid::new_v4(),
+                partitions: parts,
+                configs: t.configs,
+            });
             next.topics.insert(t.name.clone(), meta.clone());
             Ok(meta)
         });
@@ -150,7 +183,10 @@ async fn create_topics_local(topics: Vec<NewTopic>) -> Vec<Result<Arc<TopicMeta>
         return results;
     }
     if let Err(refusal) = persist(&next) {
-        return results.into_iter().map(|r| r.and(Err(refusal.clone()))).collect();
+        return results
+            .into_iter()
+            .map(|r| r.and(Err(refusal.clone())))
+            .collect();
     }
     publish(next);
     for t in &created {
@@ -161,7 +197,12 @@ async fn create_topics_local(topics: Vec<NewTopic>) -> Vec<Result<Arc<TopicMeta>
 }
 
 fn least_loaded(counts: &[usize]) -> usize {
-    counts.iter().enumerate().min_by_key(|(i, c)| (**c, *i)).map(|(i, _)| i).unwrap_or(0)
+    counts
+        .iter()
+        .enumerate()
+        .min_by_key(|(i, c)| (**c, *i))
+        .map(|(i, _)| i)
+        .unwrap_or(0)
 }
 
 async fn open_partitions(t: &TopicMeta, from: i32) {
@@ -207,7 +248,10 @@ async fn delete_topics_local(names: Vec<String>) -> Vec<Result<uuid::Uuid, Refus
         return results;
     }
     if let Err(refusal) = persist(&next) {
-        return results.into_iter().map(|r| r.and(Err(refusal.clone()))).collect();
+        return results
+            .into_iter()
+            .map(|r| r.and(Err(refusal.clone())))
+            .collect();
     }
     publish(next);
     let cfg = partition_manager::broker_config();
@@ -245,7 +289,10 @@ async fn create_partitions_local(items: Vec<(String, i32, bool)>) -> Vec<Result<
     for (name, count, validate_only) in items {
         let r = (|| {
             let Some(t) = next.topics.get(&name) else {
-                return Err(Refusal::new(ResponseError::UnknownTopicOrPartition, format!("Topic '{name}' does not exist.")));
+                return Err(Refusal::new(
+                    ResponseError::UnknownTopicOrPartition,
+                    format!("Topic '{name}' does not exist."),
+                ));
             };
             let have = t.partitions.len() as i32;
             if count <= have {
@@ -255,7 +302,10 @@ async fn create_partitions_local(items: Vec<(String, i32, bool)>) -> Vec<Result<
                 ));
             }
             if count > MAX_PARTITIONS_PER_TOPIC {
-                return Err(Refusal::new(ResponseError::InvalidPartitions, format!("At most {MAX_PARTITIONS_PER_TOPIC} partitions per topic.")));
+                return Err(Refusal::new(
+                    ResponseError::InvalidPartitions,
+                    format!("At most {MAX_PARTITIONS_PER_TOPIC} partitions per topic."),
+                ));
             }
             if validate_only {
                 return Ok(());
@@ -265,7 +315,11 @@ async fn create_partitions_local(items: Vec<(String, i32, bool)>) -> Vec<Result<
             for index in have..count {
                 let log_dir = least_loaded(&counts);
                 counts[log_dir] += 1;
-                meta.partitions.push(PartitionMeta { index, log_dir, leader_epoch: 0 });
+                meta.partitions.push(PartitionMeta {
+                    index,
+                    log_dir,
+                    leader_epoch: 0,
+                });
             }
             let meta = Arc::new(meta);
             next.topics.insert(name.clone(), meta.clone());
@@ -278,7 +332,10 @@ async fn create_partitions_local(items: Vec<(String, i32, bool)>) -> Vec<Result<
         return results;
     }
     if let Err(refusal) = persist(&next) {
-        return results.into_iter().map(|r| r.and(Err(refusal.clone()))).collect();
+        return results
+            .into_iter()
+            .map(|r| r.and(Err(refusal.clone())))
+            .collect();
     }
     publish(next);
     for (t, from) in &grown {
@@ -289,7 +346,9 @@ async fn create_partitions_local(items: Vec<(String, i32, bool)>) -> Vec<Result<
 }
 
 /// Applies config changes to topics; one result per input, in order.
-pub async fn alter_topic_configs(items: Vec<(String, ConfigChange, bool)>) -> Vec<Result<(), Refusal>> {
+pub async fn alter_topic_configs(
+    items: Vec<(String, ConfigChange, bool)>,
+) -> Vec<Result<(), Refusal>> {
     let n = items.len();
     match on_controller(move || alter_local(items)).await {
         Ok(v) => v,
@@ -305,20 +364,32 @@ async fn alter_local(items: Vec<(String, ConfigChange, bool)>) -> Vec<Result<(),
     for (name, change, validate_only) in items {
         let r = (|| {
             let Some(t) = next.topics.get(&name) else {
-                return Err(Refusal::new(ResponseError::UnknownTopicOrPartition, format!("Topic '{name}' does not exist.")));
+                return Err(Refusal::new(
+                    ResponseError::UnknownTopicOrPartition,
+                    format!("Topic '{name}' does not exist."),
+                ));
             };
-            let mut configs = if change.replace_all { BTreeMap::new() } else { t.configs.clone() };
+            let mut configs = if change.replace_all {
+                BTreeMap::new()
+            } else {
+                t.configs.clone()
+            };
             for (k, v) in &change.set {
-                validate_topic_config(k, v).map_err(|m| Refusal::new(ResponseError::InvalidConfig, m))?;
+                validate_topic_config(k, v)
+                    .map_err(|m| Refusal::new(ResponseError::InvalidConfig, m))?;
                 configs.insert(k.clone(), v.clone());
             }
             for k in &change.delete {
                 if crate::config::topic_config_def(k).is_none() {
-                    return Err(Refusal::new(ResponseError::InvalidConfig, format!("Unknown topic config name: {k}")));
+                    return Err(Refusal::new(
+                        ResponseError::InvalidConfig,
+                        format!("Unknown topic config name: {k}"),
+                    ));
                 }
                 configs.remove(k);
             }
-            cfg.log_config(&configs).map_err(|e| Refusal::new(ResponseError::InvalidConfig, format!("{e:#}")))?;
+            cfg.log_config(&configs)
+                .map_err(|e| Refusal::new(ResponseError::InvalidConfig, format!("{e:#}")))?;
             if validate_only {
                 return Ok(());
             }
@@ -334,7 +405,10 @@ async fn alter_local(items: Vec<(String, ConfigChange, bool)>) -> Vec<Result<(),
         return results;
     }
     if let Err(refusal) = persist(&next) {
-        return results.into_iter().map(|r| r.and(Err(refusal.clone()))).collect();
+        return results
+            .into_iter()
+            .map(|r| r.and(Err(refusal.clone())))
+            .collect();
     }
     publish(next);
     let shards = runtime::nr_shards();
@@ -342,7 +416,9 @@ async fn alter_local(items: Vec<(String, ConfigChange, bool)>) -> Vec<Result<(),
         tracing::info!(topic = %t.name, configs = ?t.configs, "topic config changed");
         let applies = (0..shards).map(|s| {
             let (name, configs) = (t.name.clone(), t.configs.clone());
-            runtime::submit_to(s, move || async move { partition_manager::apply_config(&name, &configs) })
+            runtime::submit_to(s, move || async move {
+                partition_manager::apply_config(&name, &configs)
+            })
         });
         futures::future::join_all(applies).await;
     }

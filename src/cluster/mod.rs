@@ -52,7 +52,9 @@ impl MetadataImage {
 
     pub fn partition(&self, topic: &str, index: i32) -> Option<(&Arc<TopicMeta>, &PartitionMeta)> {
         let t = self.topics.get(topic)?;
-        let p = usize::try_from(index).ok().and_then(|i| t.partitions.get(i))?;
+        let p = usize::try_from(index)
+            .ok()
+            .and_then(|i| t.partitions.get(i))?;
         Some((t, p))
     }
 
@@ -106,7 +108,10 @@ pub fn validate_topic_name(name: &str) -> Result<(), String> {
             "Topic name is illegal, it can't be longer than 249 characters, topic name: {name}"
         ));
     }
-    if let Some(c) = name.chars().find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))) {
+    if let Some(c) = name
+        .chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-')))
+    {
         return Err(format!(
             "Topic name {name:?} is illegal, it contains a character other than ASCII alphanumerics, '.', '_' and '-' ({c:?})"
         ));

@@ -56,13 +56,18 @@ pub fn install_config(cfg: Arc<BrokerConfig>) {
 
 /// The broker config installed at start-up.
 pub fn broker_config() -> Arc<BrokerConfig> {
-    CONFIG.get().cloned().expect("broker config installed before shards start")
+    CONFIG
+        .get()
+        .cloned()
+        .expect("broker config installed before shards start")
 }
 
 /// Directory of a partition's log.
 pub fn partition_dir(cfg: &BrokerConfig, topic: &str, index: i32, log_dir: usize) -> PathBuf {
     let base = cfg.log_dirs.get(log_dir).or_else(|| cfg.log_dirs.first());
-    base.cloned().unwrap_or_default().join(format!("{topic}-{index}"))
+    base.cloned()
+        .unwrap_or_default()
+        .join(format!("{topic}-{index}"))
 }
 
 /// The open partition, opening its log if the metadata has it and this shard
@@ -81,7 +86,10 @@ pub async fn get(topic: &str, index: i32) -> Result<Option<Rc<Partition>>, Stora
 
 async fn open(t: &TopicMeta, index: i32) -> Result<Rc<Partition>, StorageError> {
     let sem = MANAGER.with(|m| m.open_lock.clone());
-    let _permit = sem.acquire_permit(1).await.map_err(|e| StorageError::Io(e.to_string()))?;
+    let _permit = sem
+        .acquire_permit(1)
+        .await
+        .map_err(|e| StorageError::Io(e.to_string()))?;
     let key = (t.name.clone(), index);
     if let Some(p) = MANAGER.with(|m| m.parts.borrow().get(&key).cloned()) {
         return Ok(p);
@@ -98,7 +106,12 @@ async fn open(t: &TopicMeta, index: i32) -> Result<Rc<Partition>, StorageError> 
     let log = PartitionLog::open(&dir, log_cfg, pm.leader_epoch).await?;
     tracing::debug!(topic = %t.name, partition = index, dir = %dir.display(),
         log_end_offset = log.log_end_offset(), "partition opened");
-    let p = Rc::new(Partition { topic: t.name.clone(), index, log, appended: LocalNotify::default() });
+    let p = Rc::new(Partition {
+        topic: t.name.clone(),
+        index,
+        log,
+        appended: LocalNotify::default(),
+    });
     MANAGER.with(|m| m.parts.borrow_mut().insert(key, p.clone()));
     Ok(p)
 }
@@ -174,7 +187,8 @@ pub async fn housekeeping_loop() {
 
 /// Flushes and closes every open log (clean shutdown).
 pub async fn close_all() {
-    let parts: Vec<Rc<Partition>> = MANAGER.with(|m| m.parts.borrow_mut().drain().map(|(_, p)| p).collect());
+    let parts: Vec<Rc<Partition>> =
+        MANAGER.with(|m| m.parts.borrow_mut().drain().map(|(_, p)| p).collect());
     for p in parts {
         p.appended.notify_all();
         if let Err(e) = p.log.close().await {

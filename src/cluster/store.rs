@@ -62,7 +62,8 @@ pub fn lock_dir(dir: &Path) -> anyhow::Result<DirLock> {
         .truncate(false)
         .open(&path)
         .with_context(|| format!("opening {}", path.display()))?;
-    let mut lock = match nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusiveNonblock) {
+    let mut lock = match nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusiveNonblock)
+    {
         Ok(l) => l,
         Err(_) => {
             let holder = fs::read_to_string(&path).unwrap_or_default();
@@ -86,7 +87,10 @@ mod tests {
     fn save_load_round_trip_and_lock() {
         let dir = tempfile::tempdir().unwrap();
         assert!(load(dir.path()).unwrap().is_none());
-        let img = MetadataImage { cluster_id: "c1".into(), ..Default::default() };
+        let img = MetadataImage {
+            cluster_id: "c1".into(),
+            ..Default::default()
+        };
         save(dir.path(), &img).unwrap();
         assert_eq!(load(dir.path()).unwrap().unwrap().cluster_id, "c1");
         let _held = lock_dir(dir.path()).unwrap();

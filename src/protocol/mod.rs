@@ -23,7 +23,12 @@ pub enum FrameError {
     #[error("unknown API key {0}")]
     UnknownApiKey(i16),
     #[error("{api:?} version {version} is not supported (supported: {min}..={max})")]
-    UnsupportedVersion { api: ApiKey, version: i16, min: i16, max: i16 },
+    UnsupportedVersion {
+        api: ApiKey,
+        version: i16,
+        min: i16,
+        max: i16,
+    },
     #[error("malformed {what}: {detail}")]
     Malformed { what: &'static str, detail: String },
 }
@@ -35,7 +40,10 @@ pub fn check_frame_len(len: i32, max: usize) -> Result<usize, FrameError> {
         return Err(FrameError::BadLength(len));
     }
     if len as i64 > max as i64 {
-        return Err(FrameError::TooLarge { size: len as i64, max });
+        return Err(FrameError::TooLarge {
+            size: len as i64,
+            max,
+        });
     }
     Ok(len as usize)
 }
@@ -63,17 +71,33 @@ pub fn decode_request(mut frame: Bytes) -> Result<Request, FrameError> {
     let api_key = ApiKey::try_from(key).map_err(|_| FrameError::UnknownApiKey(key))?;
     let range = supported_range(api_key);
     let Some((min, max)) = range else {
-        return Err(FrameError::UnsupportedVersion { api: api_key, version, min: -1, max: -1 });
+        return Err(FrameError::UnsupportedVersion {
+            api: api_key,
+            version,
+            min: -1,
+            max: -1,
+        });
     };
     if version < min || version > max {
-        return Err(FrameError::UnsupportedVersion { api: api_key, version, min, max });
+        return Err(FrameError::UnsupportedVersion {
+            api: api_key,
+            version,
+            min,
+            max,
+        });
     }
     let header_version = api_key.request_header_version(version);
-    let header = RequestHeader::decode(&mut frame, header_version).map_err(|e| FrameError::Malformed {
-        what: "request header",
-        detail: e.to_string(),
-    })?;
-    Ok(Request { api_key, version, header, body: frame })
+    let header =
+        RequestHeader::decode(&mut frame, header_version).map_err(|e| FrameError::Malformed {
+            what: "request header",
+            detail: e.to_string(),
+        })?;
+    Ok(Request {
+        api_key,
+        version,
+        header,
+        body: frame,
+    })
 }
 
 /// Decodes a request body, refusing trailing bytes.
@@ -84,12 +108,21 @@ pub fn decode_body<T: Decodable>(req: &Request) -> Result<T, FrameError> {
         detail: format!("{:?} v{}: {e}", req.api_key, req.version),
     })?;
     if body.has_remaining() {
-        return Err(FrameError::Malformed {
-            what: "request body",
-            detail: format!("{:?} v{}: {} trailing bytes", req.api_key, req.version, body.remaining()),
-        });
+        // Apache Kafka ignores bytes after a decoded body, and some clients
+        // send them (librdkafka 2.16's Metadata v12 carries 3), so we do too.
+        tracing::debug!(
+            api = ?req.api_key,
+            version = req.version,
+            trailing = body.remaining(),
+            body = %hex_prefix(&req.body, 64),
+            "ignoring trailing bytes after request body"
+        );
     }
     Ok(msg)
+}
+
+fn hex_prefix(b: &[u8], n: usize) -> String {
+    b.iter().take(n).map(|x| format!("{x:02x}")).collect()
 }
 
 /// Encodes a whole response frame (length, header, body).
@@ -122,8 +155,11 @@ mod tests {
         h.correlation_id = 7;
         h.client_id = Some(StrBytes::from_static_str("t"));
         let mut buf = BytesMut::new();
-        h.encode(&mut buf, key.request_header_version(version)).unwrap();
-        MetadataRequest::default().encode(&mut buf, version).unwrap();
+        h.encode(&mut buf, key.request_header_version(version))
+            .unwrap();
+        MetadataRequest::default()
+            .encode(&mut buf, version)
+            .unwrap();
         buf.freeze()
     }
 
@@ -131,7 +167,10 @@ mod tests {
     fn frame_limits() {
         assert!(check_frame_len(-1, 100).is_err());
         assert!(check_frame_len(4, 100).is_err());
-        assert!(matches!(check_frame_len(101, 100), Err(FrameError::TooLarge { .. })));
+        assert!(matches!(
+            check_frame_len(101, 100),
+            Err(FrameError::TooLarge { .. })
+        ));
         assert_eq!(check_frame_len(100, 100).unwrap(), 100);
     }
 
@@ -140,20 +179,28 @@ mod tests {
         let req = decode_request(frame(ApiKey::Metadata, 9)).unwrap();
         assert_eq!(req.header.correlation_id, 7);
         let _: MetadataRequest = decode_body(&req).unwrap();
+        let mut raw = BytesMut::from(&frame(ApiKey::Metadata, 9)[..]);
+        raw[3] = 99;
         assert!(matches!(
-            decode_request(frame(ApiKey::Metadata, 99)),
+            decode_request(raw.freeze()),
             Err(FrameError::UnsupportedVersion { .. })
         ));
         let mut raw = BytesMut::from(&frame(ApiKey::Metadata, 1)[..]);
         raw[0] = 0x7f;
-        assert!(matches!(decode_request(raw.freeze()), Err(FrameError::UnknownApiKey(_))));
+        assert!(matches!(
+            decode_request(raw.freeze()),
+            Err(FrameError::UnknownApiKey(_))
+        ));
     }
 
     #[test]
-    fn trailing_bytes_are_refused() {
+    fn trailing_bytes_are_tolerated_truncation_is_not() {
         let mut raw = BytesMut::from(&frame(ApiKey::Metadata, 4)[..]);
         raw.put_u8(0);
         let req = decode_request(raw.freeze()).unwrap();
+        assert!(decode_body::<MetadataRequest>(&req).is_ok());
+        let full = frame(ApiKey::Metadata, 4);
+        let req = decode_request(full.slice(..full.len() - 1)).unwrap();
         assert!(decode_body::<MetadataRequest>(&req).is_err());
     }
 }

@@ -41,7 +41,11 @@ mod tests {
     fn every_advertised_api_is_decodable() {
         for (api, min, max) in API_VERSIONS {
             let (lo, hi) = supported_range(*api).expect("codec supports the API");
-            assert_eq!((lo, hi), (*min, *max), "{api:?} range narrowed by the codec");
+            assert_eq!(
+                (lo, hi),
+                (*min, *max),
+                "{api:?} range narrowed by the codec"
+            );
         }
     }
 }

@@ -37,7 +37,9 @@ pub struct ShardGone(pub usize);
 
 /// The id of the shard running the caller. Panics off-shard: a programming error.
 pub fn shard_id() -> usize {
-    SHARD_ID.with(|c| c.get()).expect("shard_id() called outside a shard thread")
+    SHARD_ID
+        .with(|c| c.get())
+        .expect("shard_id() called outside a shard thread")
 }
 
 /// Number of shards started.
@@ -56,7 +58,10 @@ where
     if SHARD_ID.with(|c| c.get()) == Some(target) {
         return Ok(f().await);
     }
-    let inbox = INBOXES.get().and_then(|v| v.get(target)).ok_or(ShardGone(target))?;
+    let inbox = INBOXES
+        .get()
+        .and_then(|v| v.get(target))
+        .ok_or(ShardGone(target))?;
     let (tx, rx) = oneshot::channel();
     let job: Job = Box::new(move || {
         glommio::spawn_local(async move {
@@ -146,7 +151,9 @@ where
     if INBOXES.set(senders).is_err() {
         anyhow::bail!("shards already started in this process");
     }
-    let cpus = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+    let cpus = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1);
     let mut handles = Vec::new();
     for (id, mut rx) in receivers.into_iter().enumerate() {
         let main = main.clone();

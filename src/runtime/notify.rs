@@ -25,7 +25,11 @@ impl LocalNotify {
 
     /// Resolves after the next `notify_all` following this call.
     pub fn notified(&self) -> Notified<'_> {
-        Notified { notify: self, seen: self.generation.get(), waker: None }
+        Notified {
+            notify: self,
+            seen: self.generation.get(),
+            waker: None,
+        }
     }
 }
 

@@ -19,7 +19,10 @@ use super::handlers;
 /// Serves one connection until the peer closes it or sends something that
 /// must close it (oversized or malformed frame).
 pub async fn serve(mut stream: TcpStream) {
-    let peer = stream.peer_addr().map(|a| a.to_string()).unwrap_or_else(|_| "?".into());
+    let peer = stream
+        .peer_addr()
+        .map(|a| a.to_string())
+        .unwrap_or_else(|_| "?".into());
     let _ = stream.set_nodelay(true);
     let max = broker_config().socket_request_max_bytes;
     tracing::debug!(%peer, "connection opened");

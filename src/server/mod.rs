@@ -40,7 +40,8 @@ pub fn run_start(args: StartArgs) -> anyhow::Result<()> {
 
     let meta_dir = cfg.log_dirs[0].clone();
     let mut img = store::load(&meta_dir)?.unwrap_or_default();
-    if img.cluster_id.is_empty() || (!cfg.cluster_id.is_empty() && cfg.cluster_id != img.cluster_id) {
+    if img.cluster_id.is_empty() || (!cfg.cluster_id.is_empty() && cfg.cluster_id != img.cluster_id)
+    {
         img.cluster_id = if cfg.cluster_id.is_empty() {
             uuid::Uuid::new_v4().simple().to_string()[..22].to_string()
         } else {
@@ -77,7 +78,9 @@ pub fn run_start(args: StartArgs) -> anyhow::Result<()> {
         })
         .context("starting signal thread")?;
 
-    runtime::run_shards(cfg.smp, cfg.io_memory_bytes, move |id| shard_main(id, cfg.clone()))?;
+    runtime::run_shards(cfg.smp, cfg.io_memory_bytes, move |id| {
+        shard_main(id, cfg.clone())
+    })?;
     tracing::info!("stopped");
     Ok(())
 }
@@ -126,17 +129,50 @@ async fn shard_main(id: usize, cfg: Arc<BrokerConfig>) {
 }
 
 /// glommio binds with SO_REUSEPORT, so a second broker on the same port would
-/// bind silently and steal connections. A plain bind cannot tell a live
-/// listener from the TIME_WAIT sockets a previous run left (they carry
-/// SO_REUSEPORT only), so we try to connect: if anything accepts, refuse.
+/// bind silently and steal connections; we refuse to start if something
+/// answers there. A plain bind cannot tell: the TIME_WAIT sockets of a previous
+/// run carry SO_REUSEPORT only. Also, after a kill -9 the kernel tears the dead
+/// process's io_uring rings down asynchronously, and its listening socket keeps
+/// accepting (but never answering) for a moment; binding then would let the
+/// dead socket take part of the connections. So: connect; if a Kafka
+/// ApiVersions request gets an answer, refuse; if it accepts but stays silent,
+/// wait (bounded) until it disappears.
 fn refuse_if_port_taken(listen: &str) -> anyhow::Result<()> {
-    let mut addr: std::net::SocketAddr = listen.parse().with_context(|| format!("bad listen address {listen}"))?;
+    use std::io::{Read, Write};
+    const WAIT_FOR_STALE_LISTENER: std::time::Duration = std::time::Duration::from_secs(15);
+    let mut addr: std::net::SocketAddr = listen
+        .parse()
+        .with_context(|| format!("bad listen address {listen}"))?;
     if addr.ip().is_unspecified() {
         addr.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
     }
-    match std::net::TcpStream::connect_timeout(&addr, std::time::Duration::from_millis(300)) {
-        Ok(_) => anyhow::bail!("cannot listen on {listen}: another process is already listening there (another broker?)"),
-        Err(_) => Ok(()),
+    let deadline = std::time::Instant::now() + WAIT_FOR_STALE_LISTENER;
+    let mut logged = false;
+    loop {
+        let Ok(mut s) =
+            std::net::TcpStream::connect_timeout(&addr, std::time::Duration::from_millis(300))
+        else {
+            return Ok(());
+        };
+        // ApiVersions v0: api key 18, version 0, correlation id 1, null client id.
+        let probe = [0u8, 0, 0, 10, 0, 18, 0, 0, 0, 0, 0, 1, 0xff, 0xff];
+        let _ = s.set_read_timeout(Some(std::time::Duration::from_millis(500)));
+        let answered =
+            s.write_all(&probe).is_ok() && matches!(s.read(&mut [0u8; 4]), Ok(n) if n > 0);
+        if answered {
+            anyhow::bail!("cannot listen on {listen}: a Kafka broker is already serving there");
+        }
+        if std::time::Instant::now() >= deadline {
+            anyhow::bail!("cannot listen on {listen}: something accepts connections there but does not answer");
+        }
+        if !logged {
+            tracing::info!(
+                listen,
+                "waiting for a previous process's listening socket to go away"
+            );
+            logged = true;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
     }
 }
 
@@ -145,14 +181,20 @@ fn refuse_if_port_taken(listen: &str) -> anyhow::Result<()> {
 /// aside, never reused, so a new topic of the same name starts empty.
 fn quarantine_strays(cfg: &BrokerConfig, img: &cluster::MetadataImage) {
     for dir in &cfg.log_dirs {
-        let Ok(entries) = std::fs::read_dir(dir) else { continue };
+        let Ok(entries) = std::fs::read_dir(dir) else {
+            continue;
+        };
         for e in entries.flatten() {
             let name = e.file_name().to_string_lossy().to_string();
             if !e.path().is_dir() || name.ends_with("-stray") {
                 continue;
             }
-            let Some((topic, part)) = name.rsplit_once('-') else { continue };
-            let Ok(index) = part.parse::<i32>() else { continue };
+            let Some((topic, part)) = name.rsplit_once('-') else {
+                continue;
+            };
+            let Ok(index) = part.parse::<i32>() else {
+                continue;
+            };
             if img.partition(topic, index).is_none() {
                 let to = dir.join(format!("{name}.{}-stray", now_ms()));
                 tracing::warn!(dir = %e.path().display(), to = %to.display(), "partition not in metadata; moving aside");

@@ -5,10 +5,13 @@
 use std::collections::BTreeMap;
 
 use kafka_protocol::error::ResponseError;
-use kafka_protocol::messages::describe_configs_response::{DescribeConfigsResourceResult, DescribeConfigsResult, DescribeConfigsSynonym};
+use kafka_protocol::messages::describe_configs_response::{
+    DescribeConfigsResourceResult, DescribeConfigsResult, DescribeConfigsSynonym,
+};
 use kafka_protocol::messages::{
-    alter_configs_response, incremental_alter_configs_response, AlterConfigsRequest, AlterConfigsResponse,
-    DescribeConfigsRequest, DescribeConfigsResponse, IncrementalAlterConfigsRequest, IncrementalAlterConfigsResponse,
+    alter_configs_response, incremental_alter_configs_response, AlterConfigsRequest,
+    AlterConfigsResponse, DescribeConfigsRequest, DescribeConfigsResponse,
+    IncrementalAlterConfigsRequest, IncrementalAlterConfigsResponse,
 };
 
 use super::str_bytes;
@@ -32,7 +35,11 @@ pub fn describe(req: &Request, body: DescribeConfigsRequest) -> DescribeConfigsR
         let mut out = DescribeConfigsResult::default();
         out.resource_type = res.resource_type;
         out.resource_name = res.resource_name.clone();
-        let wanted = |name: &str| res.configuration_keys.as_ref().is_none_or(|k| k.iter().any(|x| x.as_str() == name));
+        let wanted = |name: &str| {
+            res.configuration_keys
+                .as_ref()
+                .is_none_or(|k| k.iter().any(|x| x.as_str() == name))
+        };
         let name = res.resource_name.as_str();
         match res.resource_type {
             RESOURCE_TOPIC => match img.topic(name) {
@@ -44,7 +51,10 @@ pub fn describe(req: &Request, body: DescribeConfigsRequest) -> DescribeConfigsR
                     for d in TOPIC_CONFIGS.iter().filter(|d| wanted(d.name)) {
                         let default = cfg.topic_default(d);
                         let broker_set = d.broker_key.is_some_and(|k| {
-                            BROKER_SETTINGS.iter().find(|s| s.key == k).is_some_and(|s| s.default != default)
+                            BROKER_SETTINGS
+                                .iter()
+                                .find(|s| s.key == k)
+                                .is_some_and(|s| s.default != default)
                         });
                         let (value, source) = match t.configs.get(d.name) {
                             Some(v) => (v.clone(), SOURCE_TOPIC),
@@ -57,7 +67,15 @@ pub fn describe(req: &Request, body: DescribeConfigsRequest) -> DescribeConfigsR
                                 e.synonyms.push(synonym(d.name, v, SOURCE_TOPIC));
                             }
                             if let Some(k) = d.broker_key {
-                                e.synonyms.push(synonym(k, &default, if broker_set { SOURCE_STATIC_BROKER } else { SOURCE_DEFAULT }));
+                                e.synonyms.push(synonym(
+                                    k,
+                                    &default,
+                                    if broker_set {
+                                        SOURCE_STATIC_BROKER
+                                    } else {
+                                        SOURCE_DEFAULT
+                                    },
+                                ));
                             }
                         }
                         out.configs.push(e);
@@ -67,7 +85,11 @@ pub fn describe(req: &Request, body: DescribeConfigsRequest) -> DescribeConfigsR
             RESOURCE_BROKER if name.is_empty() || name == cfg.node_id.to_string() => {
                 for s in BROKER_SETTINGS.iter().filter(|s| wanted(s.key)) {
                     let value = cfg.values.get(s.key).cloned().unwrap_or_default();
-                    let source = if value != s.default { SOURCE_STATIC_BROKER } else { SOURCE_DEFAULT };
+                    let source = if value != s.default {
+                        SOURCE_STATIC_BROKER
+                    } else {
+                        SOURCE_DEFAULT
+                    };
                     let mut e = entry(s.key, &value, source, ConfigKind::Str, true, req.version);
                     if req.version >= 3 && body.include_documentation {
                         e.documentation = Some(str_bytes(s.doc));
@@ -77,7 +99,10 @@ pub fn describe(req: &Request, body: DescribeConfigsRequest) -> DescribeConfigsR
             }
             RESOURCE_BROKER => {
                 out.error_code = ResponseError::InvalidRequest.code();
-                out.error_message = Some(str_bytes(&format!("Unexpected broker id, expected {} or empty string, but received {name}", cfg.node_id)));
+                out.error_message = Some(str_bytes(&format!(
+                    "Unexpected broker id, expected {} or empty string, but received {name}",
+                    cfg.node_id
+                )));
             }
             other => {
                 out.error_code = ResponseError::InvalidRequest.code();
@@ -89,7 +114,14 @@ pub fn describe(req: &Request, body: DescribeConfigsRequest) -> DescribeConfigsR
     resp
 }
 
-fn entry(name: &str, value: &str, source: i8, kind: ConfigKind, read_only: bool, version: i16) -> DescribeConfigsResourceResult {
+fn entry(
+    name: &str,
+    value: &str,
+    source: i8,
+    kind: ConfigKind,
+    read_only: bool,
+    version: i16,
+) -> DescribeConfigsResourceResult {
     let mut e = DescribeConfigsResourceResult::default();
     e.name = str_bytes(name);
     e.value = Some(str_bytes(value));
@@ -112,7 +144,10 @@ fn synonym(name: &str, value: &str, source: i8) -> DescribeConfigsSynonym {
 /// Result of one resource: (type, name, outcome).
 type Outcome = (i8, String, Result<(), Refusal>);
 
-async fn apply(resources: Vec<(i8, String, Result<ConfigChange, Refusal>)>, validate_only: bool) -> Vec<Outcome> {
+async fn apply(
+    resources: Vec<(i8, String, Result<ConfigChange, Refusal>)>,
+    validate_only: bool,
+) -> Vec<Outcome> {
     let mut outcomes: Vec<Outcome> = Vec::new();
     let mut items = Vec::new();
     let mut slots = Vec::new();
@@ -132,7 +167,10 @@ async fn apply(resources: Vec<(i8, String, Result<ConfigChange, Refusal>)>, vali
         };
         outcomes.push((rtype, name, r));
     }
-    for (slot, r) in slots.into_iter().zip(controller::alter_topic_configs(items).await) {
+    for (slot, r) in slots
+        .into_iter()
+        .zip(controller::alter_topic_configs(items).await)
+    {
         outcomes[slot].2 = r;
     }
     outcomes
@@ -143,13 +181,22 @@ pub async fn alter(body: AlterConfigsRequest) -> AlterConfigsResponse {
         .resources
         .iter()
         .map(|r| {
-            let mut change = ConfigChange { replace_all: true, ..Default::default() };
+            let mut change = ConfigChange {
+                replace_all: true,
+                ..Default::default()
+            };
             for c in &r.configs {
                 if let Some(v) = &c.value {
-                    change.set.insert(c.name.as_str().to_string(), v.as_str().to_string());
+                    change
+                        .set
+                        .insert(c.name.as_str().to_string(), v.as_str().to_string());
                 }
             }
-            (r.resource_type, r.resource_name.as_str().to_string(), Ok(change))
+            (
+                r.resource_type,
+                r.resource_name.as_str().to_string(),
+                Ok(change),
+            )
         })
         .collect();
     let mut resp = AlterConfigsResponse::default();
@@ -166,15 +213,29 @@ pub async fn alter(body: AlterConfigsRequest) -> AlterConfigsResponse {
     resp
 }
 
-pub async fn incremental_alter(body: IncrementalAlterConfigsRequest) -> IncrementalAlterConfigsResponse {
+pub async fn incremental_alter(
+    body: IncrementalAlterConfigsRequest,
+) -> IncrementalAlterConfigsResponse {
     let img = image();
     let resources = body
         .resources
         .iter()
         .map(|r| {
             let name = r.resource_name.as_str().to_string();
-            let current: BTreeMap<String, String> = img.topic(&name).map(|t| t.configs.clone()).unwrap_or_default();
-            let change = incremental_change(&current, r.configs.iter().map(|c| (c.name.as_str(), c.config_operation, c.value.as_ref().map(|v| v.as_str()))));
+            let current: BTreeMap<String, String> = img
+                .topic(&name)
+                .map(|t| t.configs.clone())
+                .unwrap_or_default();
+            let change = incremental_change(
+                &current,
+                r.configs.iter().map(|c| {
+                    (
+                        c.name.as_str(),
+                        c.config_operation,
+                        c.value.as_ref().map(|v| v.as_str()),
+                    )
+                }),
+            );
             (r.resource_type, name, change)
         })
         .collect();
@@ -197,27 +258,50 @@ fn incremental_change<'a>(
     current: &BTreeMap<String, String>,
     ops: impl Iterator<Item = (&'a str, i8, Option<&'a str>)>,
 ) -> Result<ConfigChange, Refusal> {
-    let invalid = |m: String| Refusal { code: ResponseError::InvalidConfig.code(), message: m };
+    let invalid = |m: String| Refusal {
+        code: ResponseError::InvalidConfig.code(),
+        message: m,
+    };
     let cfg = broker_config();
     let mut change = ConfigChange::default();
     for (name, op, value) in ops {
         let list_now = || -> Vec<String> {
-            let v = change.set.get(name).cloned().or_else(|| current.get(name).cloned()).or_else(|| {
-                crate::config::topic_config_def(name).map(|d| cfg.topic_default(d))
-            });
-            v.unwrap_or_default().split(',').map(|s| s.trim().to_string()).filter(|s| !s.is_empty()).collect()
+            let v = change
+                .set
+                .get(name)
+                .cloned()
+                .or_else(|| current.get(name).cloned())
+                .or_else(|| crate::config::topic_config_def(name).map(|d| cfg.topic_default(d)));
+            v.unwrap_or_default()
+                .split(',')
+                .map(|s| s.trim().to_string())
+                .filter(|s| !s.is_empty())
+                .collect()
         };
-        let is_list = matches!(crate::config::topic_config_def(name).map(|d| d.kind), Some(ConfigKind::List(_)));
+        let is_list = matches!(
+            crate::config::topic_config_def(name).map(|d| d.kind),
+            Some(ConfigKind::List(_))
+        );
         match op {
             0 => {
-                let v = value.ok_or_else(|| invalid(format!("Null value not supported for {name}")))?;
+                let v =
+                    value.ok_or_else(|| invalid(format!("Null value not supported for {name}")))?;
                 change.set.insert(name.to_string(), v.to_string());
             }
             1 => change.delete.push(name.to_string()),
-            2 | 3 if !is_list => return Err(invalid(format!("Config value append/subtract is not allowed for config key {name}"))),
+            2 | 3 if !is_list => {
+                return Err(invalid(format!(
+                    "Config value append/subtract is not allowed for config key {name}"
+                )))
+            }
             2 => {
                 let mut l = list_now();
-                for v in value.unwrap_or("").split(',').map(str::trim).filter(|s| !s.is_empty()) {
+                for v in value
+                    .unwrap_or("")
+                    .split(',')
+                    .map(str::trim)
+                    .filter(|s| !s.is_empty())
+                {
                     if !l.iter().any(|x| x == v) {
                         l.push(v.to_string());
                     }
@@ -226,10 +310,17 @@ fn incremental_change<'a>(
             }
             3 => {
                 let drop: Vec<&str> = value.unwrap_or("").split(',').map(str::trim).collect();
-                let l: Vec<String> = list_now().into_iter().filter(|x| !drop.contains(&x.as_str())).collect();
+                let l: Vec<String> = list_now()
+                    .into_iter()
+                    .filter(|x| !drop.contains(&x.as_str()))
+                    .collect();
                 change.set.insert(name.to_string(), l.join(","));
             }
-            other => return Err(invalid(format!("Unknown config operation {other} for {name}"))),
+            other => {
+                return Err(invalid(format!(
+                    "Unknown config operation {other} for {name}"
+                )))
+            }
         }
     }
     Ok(change)

@@ -5,11 +5,13 @@ use std::collections::{BTreeMap, HashSet};
 
 use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::create_partitions_response::CreatePartitionsTopicResult;
-use kafka_protocol::messages::create_topics_response::{CreatableTopicConfigs, CreatableTopicResult};
+use kafka_protocol::messages::create_topics_response::{
+    CreatableTopicConfigs, CreatableTopicResult,
+};
 use kafka_protocol::messages::delete_topics_response::DeletableTopicResult;
 use kafka_protocol::messages::{
-    CreatePartitionsRequest, CreatePartitionsResponse, CreateTopicsRequest, CreateTopicsResponse, DeleteTopicsRequest,
-    DeleteTopicsResponse,
+    CreatePartitionsRequest, CreatePartitionsResponse, CreateTopicsRequest, CreateTopicsResponse,
+    DeleteTopicsRequest, DeleteTopicsResponse,
 };
 
 use super::{str_bytes, topic_name, topic_str};
@@ -40,7 +42,13 @@ pub async fn create_topics(req: &Request, body: CreateTopicsRequest) -> CreateTo
             let mut configs = BTreeMap::new();
             for c in &t.configs {
                 let Some(v) = &c.value else {
-                    return Err(Refusal { code: ResponseError::InvalidConfig.code(), message: format!("Null value not supported for topic config {}", c.name.as_str()) });
+                    return Err(Refusal {
+                        code: ResponseError::InvalidConfig.code(),
+                        message: format!(
+                            "Null value not supported for topic config {}",
+                            c.name.as_str()
+                        ),
+                    });
                 };
                 configs.insert(c.name.as_str().to_string(), v.as_str().to_string());
             }
@@ -52,13 +60,28 @@ pub async fn create_topics(req: &Request, body: CreateTopicsRequest) -> CreateTo
                 }
                 for a in &t.assignments {
                     if a.broker_ids.iter().any(|b| b.0 != cfg.node_id) {
-                        return Err(Refusal { code: ResponseError::InvalidReplicaAssignment.code(), message: format!("Unknown broker in the replica assignment of partition {}", a.partition_index) });
+                        return Err(Refusal {
+                            code: ResponseError::InvalidReplicaAssignment.code(),
+                            message: format!(
+                                "Unknown broker in the replica assignment of partition {}",
+                                a.partition_index
+                            ),
+                        });
                     }
                 }
                 partitions = t.assignments.len() as i32;
-                rf = t.assignments.first().map(|a| a.broker_ids.len() as i16).unwrap_or(1);
+                rf = t
+                    .assignments
+                    .first()
+                    .map(|a| a.broker_ids.len() as i16)
+                    .unwrap_or(1);
             }
-            let new = NewTopic { name: name.clone(), partitions, replication_factor: rf, configs };
+            let new = NewTopic {
+                name: name.clone(),
+                partitions,
+                replication_factor: rf,
+                configs,
+            };
             let (p, rf) = controller::validate_new_topic(&new)?;
             Ok((new, p, rf))
         })();
@@ -86,7 +109,10 @@ pub async fn create_topics(req: &Request, body: CreateTopicsRequest) -> CreateTo
         }
     }
     let (slots, topics): (Vec<usize>, Vec<NewTopic>) = todo.into_iter().unzip();
-    for (slot, out) in slots.into_iter().zip(controller::create_topics(topics).await) {
+    for (slot, out) in slots
+        .into_iter()
+        .zip(controller::create_topics(topics).await)
+    {
         match out {
             Ok(meta) if req.version >= 7 => results[slot].topic_id = meta.id,
             Ok(_) => {}
@@ -139,11 +165,18 @@ pub async fn delete_topics(req: &Request, body: DeleteTopicsRequest) -> DeleteTo
         for t in &body.topics {
             match &t.name {
                 Some(n) => names.push((Some(topic_str(n)), t.topic_id)),
-                None => names.push((img.topic_by_id(t.topic_id).map(|m| m.name.clone()), t.topic_id)),
+                None => names.push((
+                    img.topic_by_id(t.topic_id).map(|m| m.name.clone()),
+                    t.topic_id,
+                )),
             }
         }
     } else {
-        names.extend(body.topic_names.iter().map(|n| (Some(topic_str(n)), uuid::Uuid::nil())));
+        names.extend(
+            body.topic_names
+                .iter()
+                .map(|n| (Some(topic_str(n)), uuid::Uuid::nil())),
+        );
     }
     let known: Vec<String> = names.iter().filter_map(|(n, _)| n.clone()).collect();
     let mut outcomes = controller::delete_topics(known).await.into_iter();
@@ -186,21 +219,25 @@ pub async fn create_partitions(body: CreatePartitionsRequest) -> CreatePartition
         let name = topic_str(&t.name);
         let mut r = CreatePartitionsTopicResult::default();
         r.name = topic_name(&name);
-        let bad_assignment = t
-            .assignments
-            .iter()
-            .flatten()
-            .any(|a| a.broker_ids.len() != 1 || a.broker_ids.iter().any(|b| b.0 != cfg.node_id));
+        let bad_assignment =
+            t.assignments.iter().flatten().any(|a| {
+                a.broker_ids.len() != 1 || a.broker_ids.iter().any(|b| b.0 != cfg.node_id)
+            });
         if bad_assignment {
             r.error_code = ResponseError::InvalidReplicaAssignment.code();
-            r.error_message = Some(str_bytes("Replica assignments must name exactly this broker"));
+            r.error_message = Some(str_bytes(
+                "Replica assignments must name exactly this broker",
+            ));
         } else {
             slots.push(resp.results.len());
             items.push((name, t.count, body.validate_only));
         }
         resp.results.push(r);
     }
-    for (slot, out) in slots.into_iter().zip(controller::create_partitions(items).await) {
+    for (slot, out) in slots
+        .into_iter()
+        .zip(controller::create_partitions(items).await)
+    {
         if let Err(refusal) = out {
             resp.results[slot].error_code = refusal.code;
             resp.results[slot].error_message = Some(str_bytes(&refusal.message));

@@ -64,12 +64,18 @@ pub async fn handle(req: &Request, body: FetchRequest) -> FetchResponse {
             });
         }
     }
-    let (known, unknown): (Vec<Want>, Vec<Want>) =
-        wants.into_iter().partition(|w| img.partition(&w.topic, w.index).is_some());
-    let max_wait = Duration::from_millis((body.max_wait_ms.max(0) as u64).min(FETCH_MAX_WAIT_MS_MAX));
+    let (known, unknown): (Vec<Want>, Vec<Want>) = wants
+        .into_iter()
+        .partition(|w| img.partition(&w.topic, w.index).is_some());
+    let max_wait =
+        Duration::from_millis((body.max_wait_ms.max(0) as u64).min(FETCH_MAX_WAIT_MS_MAX));
     let deadline = Instant::now() + max_wait;
     let min_bytes = body.min_bytes.max(0) as usize;
-    let max_bytes = if req.version >= 3 { body.max_bytes.max(0) as usize } else { usize::MAX };
+    let max_bytes = if req.version >= 3 {
+        body.max_bytes.max(0) as usize
+    } else {
+        usize::MAX
+    };
 
     let mut got: Vec<Option<Got>> = (0..layout.len()).map(|_| None).collect();
     loop {
@@ -103,7 +109,10 @@ pub async fn handle(req: &Request, body: FetchRequest) -> FetchResponse {
         let mut out = FetchableTopicResponse::default();
         out.topic = topic_name(&name);
         for p in &t.partitions {
-            let slot = layout.iter().position(|(n, i)| *n == name && *i == p.partition).unwrap_or(0);
+            let slot = layout
+                .iter()
+                .position(|(n, i)| *n == name && *i == p.partition)
+                .unwrap_or(0);
             let g = got.get_mut(slot).and_then(Option::take).unwrap_or(Got {
                 error: ResponseError::UnknownServerError.code(),
                 high_watermark: -1,
@@ -136,7 +145,10 @@ pub async fn handle(req: &Request, body: FetchRequest) -> FetchResponse {
 }
 
 async fn read_all(wants: &[Want], shards: usize) -> Vec<(usize, Got)> {
-    let work = wants.iter().map(|w| (owner_shard(&w.topic, w.index, shards), w.clone())).collect();
+    let work = wants
+        .iter()
+        .map(|w| (owner_shard(&w.topic, w.index, shards), w.clone()))
+        .collect();
     let calls = by_shard(work)
         .into_iter()
         .map(|(shard, items)| runtime::submit_to(shard, move || read_on_owner(items)));
@@ -157,7 +169,12 @@ async fn read_on_owner(items: Vec<Want>) -> Vec<(usize, Got)> {
             Ok(Some(p)) => {
                 let hw = p.high_watermark();
                 match p.log.read(w.offset, w.max_bytes, hw).await {
-                    Ok(records) => Got { error: 0, high_watermark: hw, log_start_offset: p.log.log_start_offset(), records },
+                    Ok(records) => Got {
+                        error: 0,
+                        high_watermark: hw,
+                        log_start_offset: p.log.log_start_offset(),
+                        records,
+                    },
                     Err(e) => Got {
                         error: super::produce::storage_error(&e).code(),
                         high_watermark: hw,
@@ -192,7 +209,11 @@ async fn wait_for_append(wants: &[Want], got: &[Option<Got>], shards: usize, wai
         .iter()
         .map(|w| {
             // Wait for data past what we already hold for this partition.
-            let held = got.get(w.slot).and_then(|g| g.as_ref()).map(|g| g.records.len()).unwrap_or(0);
+            let held = got
+                .get(w.slot)
+                .and_then(|g| g.as_ref())
+                .map(|g| g.records.len())
+                .unwrap_or(0);
             let mut w = w.clone();
             if held > 0 {
                 w.offset = i64::MAX;
@@ -202,7 +223,11 @@ async fn wait_for_append(wants: &[Want], got: &[Option<Got>], shards: usize, wai
         .collect();
     let waits: Vec<_> = by_shard(work)
         .into_iter()
-        .map(|(shard, items)| Box::pin(runtime::submit_to(shard, move || wait_on_owner(items, wait))))
+        .map(|(shard, items)| {
+            Box::pin(runtime::submit_to(shard, move || {
+                wait_on_owner(items, wait)
+            }))
+        })
         .collect();
     if waits.is_empty() {
         return;
@@ -217,7 +242,10 @@ async fn wait_on_owner(items: Vec<Want>, wait: Duration) {
             parts.push((p, w.offset));
         }
     }
-    let notified: Vec<_> = parts.iter().map(|(p, _)| Box::pin(p.appended.notified())).collect();
+    let notified: Vec<_> = parts
+        .iter()
+        .map(|(p, _)| Box::pin(p.appended.notified()))
+        .collect();
     if parts.iter().any(|(p, off)| p.high_watermark() > *off) || notified.is_empty() {
         return;
     }

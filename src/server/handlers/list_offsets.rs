@@ -2,7 +2,9 @@
 //! (-4), or the first offset whose timestamp is at least the one given.
 
 use kafka_protocol::error::ResponseError;
-use kafka_protocol::messages::list_offsets_response::{ListOffsetsPartitionResponse, ListOffsetsTopicResponse};
+use kafka_protocol::messages::list_offsets_response::{
+    ListOffsetsPartitionResponse, ListOffsetsTopicResponse,
+};
 use kafka_protocol::messages::{ListOffsetsRequest, ListOffsetsResponse};
 
 use super::{by_shard, topic_name, topic_str};
@@ -30,14 +32,24 @@ pub async fn handle(_req: &Request, body: ListOffsetsRequest) -> ListOffsetsResp
         for p in &t.partitions {
             let slot = answers.len();
             if img.partition(&name, p.partition_index).is_none() {
-                answers.push(Some((ResponseError::UnknownTopicOrPartition.code(), -1, -1, -1)));
+                answers.push(Some((
+                    ResponseError::UnknownTopicOrPartition.code(),
+                    -1,
+                    -1,
+                    -1,
+                )));
             } else {
                 answers.push(None);
-                work.push((owner_shard(&name, p.partition_index, shards), (slot, name.clone(), p.partition_index, p.timestamp)));
+                work.push((
+                    owner_shard(&name, p.partition_index, shards),
+                    (slot, name.clone(), p.partition_index, p.timestamp),
+                ));
             }
         }
     }
-    let calls = by_shard(work).into_iter().map(|(shard, items)| runtime::submit_to(shard, move || lookup_on_owner(items)));
+    let calls = by_shard(work)
+        .into_iter()
+        .map(|(shard, items)| runtime::submit_to(shard, move || lookup_on_owner(items)));
     for r in futures::future::join_all(calls).await {
         match r {
             Ok(v) => {
@@ -54,7 +66,12 @@ pub async fn handle(_req: &Request, body: ListOffsetsRequest) -> ListOffsetsResp
         let mut out = ListOffsetsTopicResponse::default();
         out.name = topic_name(&topic_str(&t.name));
         for p in &t.partitions {
-            let (error, ts, offset, epoch) = it.next().flatten().unwrap_or((ResponseError::UnknownServerError.code(), -1, -1, -1));
+            let (error, ts, offset, epoch) = it.next().flatten().unwrap_or((
+                ResponseError::UnknownServerError.code(),
+                -1,
+                -1,
+                -1,
+            ));
             let mut pr = ListOffsetsPartitionResponse::default();
             pr.partition_index = p.partition_index;
             pr.error_code = error;

@@ -3,7 +3,9 @@
 //! when the request allows it and `auto.create.topics.enable` is on.
 
 use kafka_protocol::error::ResponseError;
-use kafka_protocol::messages::metadata_response::{MetadataResponseBroker, MetadataResponsePartition, MetadataResponseTopic};
+use kafka_protocol::messages::metadata_response::{
+    MetadataResponseBroker, MetadataResponsePartition, MetadataResponseTopic,
+};
 use kafka_protocol::messages::{MetadataRequest, MetadataResponse};
 
 use super::{advertised, str_bytes, topic_name, topic_str};
@@ -38,7 +40,11 @@ pub async fn handle(req: &Request, body: MetadataRequest) -> MetadataResponse {
     match requested {
         None => {
             let img = image();
-            resp.topics = img.topics.values().map(|t| describe(t, cfg.node_id, req.version)).collect();
+            resp.topics = img
+                .topics
+                .values()
+                .map(|t| describe(t, cfg.node_id, req.version))
+                .collect();
         }
         Some(list) => {
             for rt in list {
@@ -68,14 +74,21 @@ pub async fn handle(req: &Request, body: MetadataRequest) -> MetadataResponse {
                 } else if !allow_auto {
                     t.error_code = ResponseError::UnknownTopicOrPartition.code();
                 } else {
-                    let new = NewTopic { name: name.clone(), partitions: -1, replication_factor: -1, configs: Default::default() };
+                    let new = NewTopic {
+                        name: name.clone(),
+                        partitions: -1,
+                        replication_factor: -1,
+                        configs: Default::default(),
+                    };
                     match controller::create_topics(vec![new]).await.pop() {
                         Some(Ok(meta)) => t = describe(&meta, cfg.node_id, req.version),
                         // Lost a race with another creator: describe what exists.
-                        Some(Err(r)) if r.code == ResponseError::TopicAlreadyExists.code() => match image().topic(&name) {
-                            Some(m) => t = describe(m, cfg.node_id, req.version),
-                            None => t.error_code = ResponseError::LeaderNotAvailable.code(),
-                        },
+                        Some(Err(r)) if r.code == ResponseError::TopicAlreadyExists.code() => {
+                            match image().topic(&name) {
+                                Some(m) => t = describe(m, cfg.node_id, req.version),
+                                None => t.error_code = ResponseError::LeaderNotAvailable.code(),
+                            }
+                        }
                         Some(Err(r)) => t.error_code = r.code,
                         None => t.error_code = ResponseError::UnknownServerError.code(),
                     }

@@ -18,7 +18,9 @@ use bytes::Bytes;
 use kafka_protocol::messages::{ApiKey, TopicName};
 use kafka_protocol::protocol::{Decodable, Encodable, HeaderVersion, StrBytes};
 
-use crate::protocol::{decode_body, decode_request, encode_response, peek_key_version, FrameError, Request};
+use crate::protocol::{
+    decode_body, decode_request, encode_response, peek_key_version, FrameError, Request,
+};
 
 /// Handles one request frame. `Ok(None)`: no response is due (acks=0).
 /// `Err`: the connection must be closed (the error says why).
@@ -39,21 +41,46 @@ pub async fn handle(frame: Bytes) -> Result<Option<Bytes>, FrameError> {
         },
         ApiKey::Fetch => respond(&req, fetch::handle(&req, decode_body(&req)?).await),
         ApiKey::ListOffsets => respond(&req, list_offsets::handle(&req, decode_body(&req)?).await),
-        ApiKey::CreateTopics => respond(&req, admin_topics::create_topics(&req, decode_body(&req)?).await),
-        ApiKey::DeleteTopics => respond(&req, admin_topics::delete_topics(&req, decode_body(&req)?).await),
-        ApiKey::CreatePartitions => respond(&req, admin_topics::create_partitions(decode_body(&req)?).await),
+        ApiKey::CreateTopics => respond(
+            &req,
+            admin_topics::create_topics(&req, decode_body(&req)?).await,
+        ),
+        ApiKey::DeleteTopics => respond(
+            &req,
+            admin_topics::delete_topics(&req, decode_body(&req)?).await,
+        ),
+        ApiKey::CreatePartitions => respond(
+            &req,
+            admin_topics::create_partitions(decode_body(&req)?).await,
+        ),
         ApiKey::DescribeConfigs => respond(&req, admin_configs::describe(&req, decode_body(&req)?)),
         ApiKey::AlterConfigs => respond(&req, admin_configs::alter(decode_body(&req)?).await),
-        ApiKey::IncrementalAlterConfigs => respond(&req, admin_configs::incremental_alter(decode_body(&req)?).await),
-        ApiKey::DescribeCluster => respond(&req, describe_cluster::handle(&req, decode_body(&req)?)),
-        other => Err(FrameError::UnsupportedVersion { api: other, version: req.version, min: -1, max: -1 }),
+        ApiKey::IncrementalAlterConfigs => respond(
+            &req,
+            admin_configs::incremental_alter(decode_body(&req)?).await,
+        ),
+        ApiKey::DescribeCluster => {
+            respond(&req, describe_cluster::handle(&req, decode_body(&req)?))
+        }
+        other => Err(FrameError::UnsupportedVersion {
+            api: other,
+            version: req.version,
+            min: -1,
+            max: -1,
+        }),
     }
 }
 
-fn respond<R: Encodable + HeaderVersion>(req: &Request, body: R) -> Result<Option<Bytes>, FrameError> {
+fn respond<R: Encodable + HeaderVersion>(
+    req: &Request,
+    body: R,
+) -> Result<Option<Bytes>, FrameError> {
     encode_response(req.header.correlation_id, req.version, &body)
         .map(Some)
-        .map_err(|e| FrameError::Malformed { what: "response", detail: format!("{:?}: {e}", req.api_key) })
+        .map_err(|e| FrameError::Malformed {
+            what: "response",
+            detail: format!("{:?}: {e}", req.api_key),
+        })
 }
 
 /// Topic name as a String (names were validated UTF-8 by the codec).
@@ -82,7 +109,10 @@ pub(crate) fn by_shard<T>(items: Vec<(usize, T)>) -> BTreeMap<usize, Vec<T>> {
 pub(crate) fn advertised() -> (String, i32) {
     let cfg = crate::cluster::partition_manager::broker_config();
     match cfg.advertised.rsplit_once(':') {
-        Some((h, p)) => (h.trim_matches(['[', ']']).to_string(), p.parse().unwrap_or(9092)),
+        Some((h, p)) => (
+            h.trim_matches(['[', ']']).to_string(),
+            p.parse().unwrap_or(9092),
+        ),
         None => (cfg.advertised.clone(), 9092),
     }
 }

@@ -28,7 +28,13 @@ struct Appended {
 
 impl Appended {
     fn error(err: ResponseError, message: Option<String>) -> Appended {
-        Appended { error_code: err.code(), error_message: message, base_offset: -1, log_append_time_ms: -1, log_start_offset: -1 }
+        Appended {
+            error_code: err.code(),
+            error_message: message,
+            base_offset: -1,
+            log_append_time_ms: -1,
+            log_start_offset: -1,
+        }
     }
 }
 
@@ -43,13 +49,19 @@ pub async fn handle(req: &Request, body: ProduceRequest) -> Option<ProduceRespon
         let topic = topic_str(&td.name);
         for pd in &td.partition_data {
             let slot = slots.len();
-            let early = if !matches!(acks, -1 | 0 | 1) {
+            let early = if !(-1..=1).contains(&acks) {
                 Some(Appended::error(ResponseError::InvalidRequiredAcks, None))
             } else if img.partition(&topic, pd.index).is_none() {
-                Some(Appended::error(ResponseError::UnknownTopicOrPartition, None))
+                Some(Appended::error(
+                    ResponseError::UnknownTopicOrPartition,
+                    None,
+                ))
             } else {
                 match &pd.records {
-                    None => Some(Appended::error(ResponseError::CorruptMessage, Some("null record set".into()))),
+                    None => Some(Appended::error(
+                        ResponseError::CorruptMessage,
+                        Some("null record set".into()),
+                    )),
                     Some(records) => {
                         let shard = owner_shard(&topic, pd.index, shards);
                         work.push((shard, (slot, topic.clone(), pd.index, records.clone())));
@@ -61,9 +73,9 @@ pub async fn handle(req: &Request, body: ProduceRequest) -> Option<ProduceRespon
         }
     }
     let now = crate::server::now_ms();
-    let calls = by_shard(work).into_iter().map(|(shard, items)| {
-        runtime::submit_to(shard, move || append_on_owner(items, acks, now))
-    });
+    let calls = by_shard(work)
+        .into_iter()
+        .map(|(shard, items)| runtime::submit_to(shard, move || append_on_owner(items, acks, now)));
     for reply in futures::future::join_all(calls).await {
         match reply {
             Ok(done) => {
@@ -82,7 +94,9 @@ pub async fn handle(req: &Request, body: ProduceRequest) -> Option<ProduceRespon
         let mut t = TopicProduceResponse::default();
         t.name = topic_name(&topic_str(&td.name));
         for (_, index, a) in slots.iter_mut().filter(|(i, _, _)| *i == ti) {
-            let a = a.take().unwrap_or_else(|| Appended::error(ResponseError::UnknownServerError, None));
+            let a = a
+                .take()
+                .unwrap_or_else(|| Appended::error(ResponseError::UnknownServerError, None));
             let mut p = PartitionProduceResponse::default();
             p.index = *index;
             p.error_code = a.error_code;
@@ -103,26 +117,41 @@ pub async fn handle(req: &Request, body: ProduceRequest) -> Option<ProduceRespon
 
 /// Runs on the owner shard: appends each record set, fsyncs for acks=all, and
 /// wakes long-polling fetches.
-async fn append_on_owner(items: Vec<(usize, String, i32, Bytes)>, acks: i16, now: i64) -> Vec<(usize, Appended)> {
-    let appends = items.into_iter().map(|(slot, topic, index, records)| async move {
-        let r = append_one(&topic, index, records, acks, now).await;
-        let a = match r {
-            Ok(a) => a,
-            Err(e) => {
-                if let StorageError::Io(_) = e {
-                    tracing::error!(topic, partition = index, error = %e, "append failed");
+async fn append_on_owner(
+    items: Vec<(usize, String, i32, Bytes)>,
+    acks: i16,
+    now: i64,
+) -> Vec<(usize, Appended)> {
+    let appends = items
+        .into_iter()
+        .map(|(slot, topic, index, records)| async move {
+            let r = append_one(&topic, index, records, acks, now).await;
+            let a = match r {
+                Ok(a) => a,
+                Err(e) => {
+                    if let StorageError::Io(_) = e {
+                        tracing::error!(topic, partition = index, error = %e, "append failed");
+                    }
+                    Appended::error(storage_error(&e), Some(e.to_string()))
                 }
-                Appended::error(storage_error(&e), Some(e.to_string()))
-            }
-        };
-        (slot, a)
-    });
+            };
+            (slot, a)
+        });
     futures::future::join_all(appends).await
 }
 
-async fn append_one(topic: &str, index: i32, records: Bytes, acks: i16, now: i64) -> Result<Appended, StorageError> {
+async fn append_one(
+    topic: &str,
+    index: i32,
+    records: Bytes,
+    acks: i16,
+    now: i64,
+) -> Result<Appended, StorageError> {
     let Some(p) = partition_manager::get(topic, index).await? else {
-        return Ok(Appended::error(ResponseError::UnknownTopicOrPartition, None));
+        return Ok(Appended::error(
+            ResponseError::UnknownTopicOrPartition,
+            None,
+        ));
     };
     let r = p.log.append(records, now).await?;
     p.appended.notify_all();
