@@ -586,3 +586,30 @@ mod tests {
         assert!(validate_topic_config("segment.bytes", "5").is_err());
     }
 }
+
+#[cfg(test)]
+mod doc_tests {
+    /// docs/configuration.md must list every setting the broker reads.
+    #[test]
+    fn every_setting_is_documented() {
+        let doc = std::fs::read_to_string(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/docs/configuration.md"
+        ))
+        .unwrap();
+        for s in super::BROKER_SETTINGS {
+            assert!(
+                doc.contains(&format!("`{}`", s.key)),
+                "{} missing from docs/configuration.md",
+                s.key
+            );
+        }
+        for t in super::TOPIC_CONFIGS {
+            assert!(
+                doc.contains(&format!("`{}`", t.name)),
+                "{} missing from docs/configuration.md",
+                t.name
+            );
+        }
+    }
+}

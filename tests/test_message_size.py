@@ -72,3 +72,24 @@ def test_default_limit_allows_just_under_one_megabyte(shared_broker):
     assert err is not None and err.code() == KafkaError.MSG_SIZE_TOO_LARGE, err
     d = produce_confluent(bs, topic, [Rec(None, b"after")], partition=0)
     assert d == [(0, 1)]
+
+
+def test_min_insync_replicas_above_isr_gets_not_enough_replicas(broker):
+    """One node means an ISR of 1: acks=all to a topic asking for 2 in-sync
+    replicas is refused with NOT_ENOUGH_REPLICAS (nothing stored); acks=1 works."""
+    from confluent_kafka import KafkaError, Producer
+    from confluent_kafka.admin import AdminClient, NewTopic
+    topic = uniq("misr")
+    a = AdminClient({"bootstrap.servers": broker.bootstrap})
+    a.create_topics([NewTopic(topic, 1, 1, config={"min.insync.replicas": "2"})])[topic].result(10)
+    errors = []
+    p = Producer({"bootstrap.servers": broker.bootstrap, "acks": "all", "retries": 0,
+                  "message.timeout.ms": 5000})
+    p.produce(topic, b"x", partition=0, on_delivery=lambda e, m: errors.append(e))
+    p.flush(10)
+    assert errors and errors[0] is not None and errors[0].code() == KafkaError.NOT_ENOUGH_REPLICAS, errors
+    p1 = Producer({"bootstrap.servers": broker.bootstrap, "acks": "1"})
+    ok = []
+    p1.produce(topic, b"y", partition=0, on_delivery=lambda e, m: ok.append((e, m.offset())))
+    p1.flush(10)
+    assert ok == [(None, 0)], ok

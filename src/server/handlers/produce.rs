@@ -17,6 +17,18 @@ use crate::protocol::Request;
 use crate::runtime;
 use crate::storage::StorageError;
 
+/// In-sync replicas of every partition on a single node: the broker itself.
+const ISR_SIZE: i64 = 1;
+
+/// The topic's effective `min.insync.replicas`.
+fn min_insync(img: &crate::cluster::MetadataImage, topic: &str) -> i64 {
+    let cfg = partition_manager::broker_config();
+    img.topic(topic)
+        .and_then(|t| cfg.topic_value(&t.configs, "min.insync.replicas"))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1)
+}
+
 /// Result of one partition's append, sent back from the owner shard.
 struct Appended {
     error_code: i16,
@@ -55,6 +67,15 @@ pub async fn handle(req: &Request, body: ProduceRequest) -> Option<ProduceRespon
                 Some(Appended::error(
                     ResponseError::UnknownTopicOrPartition,
                     None,
+                ))
+            } else if acks == -1 && min_insync(&img, &topic) > ISR_SIZE {
+                let message = format!(
+                    "min.insync.replicas is {} but the in-sync replica set has {ISR_SIZE} member",
+                    min_insync(&img, &topic)
+                );
+                Some(Appended::error(
+                    ResponseError::NotEnoughReplicas,
+                    Some(message),
                 ))
             } else {
                 match &pd.records {
