@@ -126,8 +126,9 @@ class Broker:
             url = f"tcp://127.0.0.1:{self.port}"
             return [str(tansu_bin()), "broker", "--listener-url", url,
                     "--advertised-listener-url", url, "--storage-engine", "memory://tansu/"]
-        cmd = [str(sluice_bin()), "start", "--listen", self.bootstrap,
-               "--data-dir", str(self.data_dir), "--smp", str(self.smp)]
+        cmd = [str(sluice_bin()), "start", "--listen", self.bootstrap, "--smp", str(self.smp)]
+        if "log.dirs" not in self.settings:  # --data-dir would override log.dirs
+            cmd += ["--data-dir", str(self.data_dir)]
         for k, v in self.settings.items():
             cmd += ["--set", f"{k}={v}"]
         return cmd
