@@ -55,19 +55,45 @@ pub struct ConfigChange {
     pub replace_all: bool,
 }
 
-async fn on_controller<T, F, Fut>(f: F) -> Result<T, Refusal>
+/// Runs one metadata change on shard 0, one at a time; `n` results, in order.
+async fn on_controller<T, F, Fut>(n: usize, f: F) -> Vec<Result<T, Refusal>>
 where
     T: Send + 'static,
     F: FnOnce() -> Fut + Send + 'static,
-    Fut: std::future::Future<Output = T> + 'static,
+    Fut: std::future::Future<Output = Vec<Result<T, Refusal>>> + 'static,
 {
-    runtime::submit_to(0, move || async move {
+    let out = runtime::submit_to(0, move || async move {
         let permit = CONTROLLER_LOCK.with(|s| s.clone());
         let _g = permit.acquire_permit(1).await;
         f().await
     })
-    .await
-    .map_err(|e| Refusal::new(ResponseError::NotController, e.to_string()))
+    .await;
+    match out {
+        Ok(v) => v,
+        Err(e) => (0..n)
+            .map(|_| Err(Refusal::new(ResponseError::NotController, e.to_string())))
+            .collect(),
+    }
+}
+
+/// Persists and publishes `next` when `changed`; if persisting fails every
+/// accepted change in `results` becomes that failure. True when published.
+fn commit<T>(
+    next: super::MetadataImage,
+    changed: bool,
+    results: &mut [Result<T, Refusal>],
+) -> bool {
+    if !changed {
+        return false;
+    }
+    if let Err(refusal) = persist(&next) {
+        for r in results.iter_mut().filter(|r| r.is_ok()) {
+            *r = Err(refusal.clone());
+        }
+        return false;
+    }
+    publish(next);
+    true
 }
 
 thread_local! {
@@ -133,11 +159,7 @@ pub fn validate_new_topic(t: &NewTopic) -> Result<(i32, i16), Refusal> {
 
 /// Creates topics; one result per input, in order.
 pub async fn create_topics(topics: Vec<NewTopic>) -> Vec<Result<Arc<TopicMeta>, Refusal>> {
-    let n = topics.len();
-    match on_controller(move || create_topics_local(topics)).await {
-        Ok(v) => v,
-        Err(r) => vec![Err(r); n],
-    }
+    on_controller(topics.len(), move || create_topics_local(topics)).await
 }
 
 async fn create_topics_local(topics: Vec<NewTopic>) -> Vec<Result<Arc<TopicMeta>, Refusal>> {
@@ -179,16 +201,9 @@ async fn create_topics_local(topics: Vec<NewTopic>) -> Vec<Result<Arc<TopicMeta>
         }
         results.push(r);
     }
-    if created.is_empty() {
+    if !commit(next, !created.is_empty(), &mut results) {
         return results;
     }
-    if let Err(refusal) = persist(&next) {
-        return results
-            .into_iter()
-            .map(|r| r.and(Err(refusal.clone())))
-            .collect();
-    }
-    publish(next);
     for t in &created {
         tracing::info!(topic = %t.name, partitions = t.partitions.len(), id = %t.id, "topic created");
         open_partitions(t, 0).await;
@@ -220,17 +235,13 @@ async fn open_partitions(t: &TopicMeta, from: i32) {
 
 /// Deletes topics by name; one result per input, in order.
 pub async fn delete_topics(names: Vec<String>) -> Vec<Result<uuid::Uuid, Refusal>> {
-    let n = names.len();
-    match on_controller(move || delete_topics_local(names)).await {
-        Ok(v) => v,
-        Err(r) => vec![Err(r); n],
-    }
+    on_controller(names.len(), move || delete_topics_local(names)).await
 }
 
 async fn delete_topics_local(names: Vec<String>) -> Vec<Result<uuid::Uuid, Refusal>> {
     let mut next = (*image()).clone();
     let mut removed = Vec::new();
-    let results: Vec<_> = names
+    let mut results: Vec<_> = names
         .iter()
         .map(|name| match next.topics.remove(name) {
             Some(t) => {
@@ -244,16 +255,9 @@ async fn delete_topics_local(names: Vec<String>) -> Vec<Result<uuid::Uuid, Refus
             )),
         })
         .collect();
-    if removed.is_empty() {
+    if !commit(next, !removed.is_empty(), &mut results) {
         return results;
     }
-    if let Err(refusal) = persist(&next) {
-        return results
-            .into_iter()
-            .map(|r| r.and(Err(refusal.clone())))
-            .collect();
-    }
-    publish(next);
     let cfg = partition_manager::broker_config();
     let shards = runtime::nr_shards();
     for t in &removed {
@@ -274,11 +278,7 @@ async fn delete_topics_local(names: Vec<String>) -> Vec<Result<uuid::Uuid, Refus
 
 /// Raises topics' partition counts; one result per input, in order.
 pub async fn create_partitions(items: Vec<(String, i32, bool)>) -> Vec<Result<(), Refusal>> {
-    let n = items.len();
-    match on_controller(move || create_partitions_local(items)).await {
-        Ok(v) => v,
-        Err(r) => vec![Err(r); n],
-    }
+    on_controller(items.len(), move || create_partitions_local(items)).await
 }
 
 async fn create_partitions_local(items: Vec<(String, i32, bool)>) -> Vec<Result<(), Refusal>> {
@@ -328,16 +328,9 @@ async fn create_partitions_local(items: Vec<(String, i32, bool)>) -> Vec<Result<
         })();
         results.push(r);
     }
-    if grown.is_empty() {
+    if !commit(next, !grown.is_empty(), &mut results) {
         return results;
     }
-    if let Err(refusal) = persist(&next) {
-        return results
-            .into_iter()
-            .map(|r| r.and(Err(refusal.clone())))
-            .collect();
-    }
-    publish(next);
     for (t, from) in &grown {
         tracing::info!(topic = %t.name, partitions = t.partitions.len(), "partitions added");
         open_partitions(t, *from).await;
@@ -349,11 +342,7 @@ async fn create_partitions_local(items: Vec<(String, i32, bool)>) -> Vec<Result<
 pub async fn alter_topic_configs(
     items: Vec<(String, ConfigChange, bool)>,
 ) -> Vec<Result<(), Refusal>> {
-    let n = items.len();
-    match on_controller(move || alter_local(items)).await {
-        Ok(v) => v,
-        Err(r) => vec![Err(r); n],
-    }
+    on_controller(items.len(), move || alter_local(items)).await
 }
 
 async fn alter_local(items: Vec<(String, ConfigChange, bool)>) -> Vec<Result<(), Refusal>> {
@@ -401,16 +390,9 @@ async fn alter_local(items: Vec<(String, ConfigChange, bool)>) -> Vec<Result<(),
         })();
         results.push(r);
     }
-    if changed.is_empty() {
+    if !commit(next, !changed.is_empty(), &mut results) {
         return results;
     }
-    if let Err(refusal) = persist(&next) {
-        return results
-            .into_iter()
-            .map(|r| r.and(Err(refusal.clone())))
-            .collect();
-    }
-    publish(next);
     let shards = runtime::nr_shards();
     for t in changed {
         tracing::info!(topic = %t.name, configs = ?t.configs, "topic config changed");

@@ -141,6 +141,22 @@ fn synonym(name: &str, value: &str, source: i8) -> DescribeConfigsSynonym {
     s
 }
 
+/// Builds an Alter/IncrementalAlterConfigs per-resource response (two
+/// distinct generated types with the same fields) from an [`Outcome`].
+macro_rules! resource_response {
+    ($ty:ty, $outcome:expr) => {{
+        let (rtype, name, r) = $outcome;
+        let mut out = <$ty>::default();
+        out.resource_type = rtype;
+        out.resource_name = str_bytes(&name);
+        if let Err(refusal) = r {
+            out.error_code = refusal.code;
+            out.error_message = Some(str_bytes(&refusal.message));
+        }
+        out
+    }};
+}
+
 /// Result of one resource: (type, name, outcome).
 type Outcome = (i8, String, Result<(), Refusal>);
 
@@ -200,15 +216,11 @@ pub async fn alter(body: AlterConfigsRequest) -> AlterConfigsResponse {
         })
         .collect();
     let mut resp = AlterConfigsResponse::default();
-    for (rtype, name, r) in apply(resources, body.validate_only).await {
-        let mut out = alter_configs_response::AlterConfigsResourceResponse::default();
-        out.resource_type = rtype;
-        out.resource_name = str_bytes(&name);
-        if let Err(refusal) = r {
-            out.error_code = refusal.code;
-            out.error_message = Some(str_bytes(&refusal.message));
-        }
-        resp.responses.push(out);
+    for outcome in apply(resources, body.validate_only).await {
+        resp.responses.push(resource_response!(
+            alter_configs_response::AlterConfigsResourceResponse,
+            outcome
+        ));
     }
     resp
 }
@@ -240,15 +252,11 @@ pub async fn incremental_alter(
         })
         .collect();
     let mut resp = IncrementalAlterConfigsResponse::default();
-    for (rtype, name, r) in apply(resources, body.validate_only).await {
-        let mut out = incremental_alter_configs_response::AlterConfigsResourceResponse::default();
-        out.resource_type = rtype;
-        out.resource_name = str_bytes(&name);
-        if let Err(refusal) = r {
-            out.error_code = refusal.code;
-            out.error_message = Some(str_bytes(&refusal.message));
-        }
-        resp.responses.push(out);
+    for outcome in apply(resources, body.validate_only).await {
+        resp.responses.push(resource_response!(
+            incremental_alter_configs_response::AlterConfigsResourceResponse,
+            outcome
+        ));
     }
     resp
 }
