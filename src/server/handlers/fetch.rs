@@ -49,12 +49,12 @@ pub async fn handle(req: &Request, body: FetchRequest) -> FetchResponse {
     let img = image();
     let shards = runtime::nr_shards();
     let mut wants = Vec::new();
-    let mut layout = Vec::new();
+    let mut slots = 0usize;
     for t in &body.topics {
         let name = topic_str(&t.topic);
         for p in &t.partitions {
-            let slot = layout.len();
-            layout.push((name.clone(), p.partition));
+            let slot = slots;
+            slots += 1;
             wants.push(Want {
                 slot,
                 topic: name.clone(),
@@ -77,7 +77,7 @@ pub async fn handle(req: &Request, body: FetchRequest) -> FetchResponse {
         usize::MAX
     };
 
-    let mut got: Vec<Option<Got>> = (0..layout.len()).map(|_| None).collect();
+    let mut got: Vec<Option<Got>> = (0..slots).map(|_| None).collect();
     loop {
         let results = read_all(&known, shards).await;
         let ready: usize = results.iter().map(|(_, g)| g.records.len()).sum();
@@ -103,16 +103,16 @@ pub async fn handle(req: &Request, body: FetchRequest) -> FetchResponse {
     // Response-level byte limit, in request order; the first non-empty
     // partition is always returned whole (KIP-74) so a large batch never stalls.
     let mut budget = max_bytes;
+    let mut next_slot = 0;
     let mut first = true;
     for t in &body.topics {
         let name = topic_str(&t.topic);
         let mut out = FetchableTopicResponse::default();
         out.topic = topic_name(&name);
         for p in &t.partitions {
-            let slot = layout
-                .iter()
-                .position(|(n, i)| *n == name && *i == p.partition)
-                .unwrap_or(0);
+            // Slots were numbered in this same topic/partition order.
+            let slot = next_slot;
+            next_slot += 1;
             let g = got.get_mut(slot).and_then(Option::take).unwrap_or(Got {
                 error: ResponseError::UnknownServerError.code(),
                 high_watermark: -1,
