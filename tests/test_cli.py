@@ -145,3 +145,17 @@ def test_kcat_metadata(broker):
                          timeout=30)
     assert res.returncode == 0 and f'topic "{name}" with 4 partitions' in res.stdout.decode(), \
         res.stdout.decode() + res.stderr.decode()
+
+
+def test_cli_produce_auto_creates_topic(broker):
+    """The README's first example: produce to a topic nobody created, read it back."""
+    name = uniq("greetings")
+    cli(broker, "produce", name, input=b"hello\n")
+    _, out, _ = cli(broker, "consume", name, "-e")
+    assert out.splitlines() == ["hello"]
+
+
+def test_cli_produce_unknown_topic_when_auto_create_off(broker_factory):
+    b = broker_factory(settings={"auto.create.topics.enable": "false"}, name="noauto")
+    code, _, err = cli(b, "produce", uniq("missing"), input=b"x\n", ok=False)
+    assert code != 0 and "UNKNOWN_TOPIC_OR_PARTITION" in err, err

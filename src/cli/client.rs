@@ -307,6 +307,20 @@ impl Cluster {
 
     /// Metadata for `topics` (all topics when `None`), never auto-creating topics.
     pub fn metadata(&mut self, topics: Option<&[String]>) -> Result<MetadataResponse> {
+        self.metadata_with(topics, false)
+    }
+
+    /// Metadata that lets the broker auto-create the named topics when its
+    /// `auto.create.topics.enable` allows, as kcat and the Java producer do.
+    pub fn metadata_auto_create(&mut self, topics: &[String]) -> Result<MetadataResponse> {
+        self.metadata_with(Some(topics), true)
+    }
+
+    fn metadata_with(
+        &mut self,
+        topics: Option<&[String]>,
+        auto_create: bool,
+    ) -> Result<MetadataResponse> {
         let client = &mut self.bootstrap;
         let version = client.version_for::<MetadataRequest>(1, METADATA_VERSION_MAX)?;
         let mut request = MetadataRequest::default().with_topics(topics.map(|names| {
@@ -319,7 +333,7 @@ impl Cluster {
                 .collect()
         }));
         if version >= 4 {
-            request.allow_auto_topic_creation = false;
+            request.allow_auto_topic_creation = auto_create;
         }
         client.send(version, &request)
     }

@@ -177,7 +177,7 @@ struct Pending {
 /// Runs `sluice produce`.
 pub fn run(args: ProduceArgs) -> Result<()> {
     let mut cluster = Cluster::connect(&args.client.bootstrap, args.client.timeout())?;
-    let metadata = cluster.metadata(Some(std::slice::from_ref(&args.topic)))?;
+    let metadata = cluster.metadata_auto_create(std::slice::from_ref(&args.topic))?;
     let topic = metadata
         .topics
         .iter()
@@ -185,7 +185,7 @@ pub fn run(args: ProduceArgs) -> Result<()> {
         .ok_or_else(|| anyhow!("broker returned no metadata for topic {:?}", args.topic))?;
     if topic.error_code != 0 {
         bail!(
-            "cannot produce to topic {:?}: {} (create it with `sluice topic create`)",
+            "cannot produce to topic {:?}: {} (create it with `sluice topic create`, or let the broker auto-create topics)",
             args.topic,
             error_name(topic.error_code)
         );
