@@ -35,6 +35,18 @@ const RESPONSE_BYTES_MAX: usize = 256 * 1024 * 1024;
 /// Highest Metadata version implemented here (v13 adds nothing this CLI reads).
 const METADATA_VERSION_MAX: i16 = 12;
 
+/// The entry for `name` in a Metadata response.
+pub fn find_topic<'a>(
+    metadata: &'a MetadataResponse,
+    name: &str,
+) -> Result<&'a kafka_protocol::messages::metadata_response::MetadataResponseTopic> {
+    metadata
+        .topics
+        .iter()
+        .find(|t| t.name.as_ref().is_some_and(|n| n.0.as_str() == name))
+        .ok_or_else(|| anyhow::anyhow!("broker returned no metadata for topic {name:?}"))
+}
+
 /// The Kafka name of an error code, e.g. `UNKNOWN_TOPIC_OR_PARTITION (3)`.
 pub fn error_name(code: i16) -> String {
     match ResponseError::try_from_code(code) {

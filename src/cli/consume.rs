@@ -16,7 +16,7 @@ use kafka_protocol::messages::metadata_response::MetadataResponseBroker;
 use kafka_protocol::messages::{FetchRequest, ListOffsetsRequest, TopicName};
 use kafka_protocol::protocol::StrBytes;
 
-use super::client::{check_error, error_name, Cluster};
+use super::client::{check_error, error_name, find_topic, Cluster};
 use super::format::{OutputFormat, PrintedRecord};
 use super::records::decode_fetched;
 use super::ClientArgs;
@@ -107,11 +107,7 @@ pub fn run(args: ConsumeArgs) -> Result<()> {
     };
     let mut cluster = Cluster::connect(&args.client.bootstrap, args.client.timeout())?;
     let metadata = cluster.metadata(Some(std::slice::from_ref(&args.topic)))?;
-    let topic = metadata
-        .topics
-        .iter()
-        .find(|t| t.name.as_ref().is_some_and(|n| n.0.as_str() == args.topic))
-        .ok_or_else(|| anyhow!("broker returned no metadata for topic {:?}", args.topic))?;
+    let topic = find_topic(&metadata, &args.topic)?;
     if topic.error_code != 0 {
         bail!(
             "cannot consume topic {:?}: {}",

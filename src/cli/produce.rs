@@ -11,7 +11,7 @@ use std::path::PathBuf;
 use std::sync::mpsc::{sync_channel, Receiver, RecvTimeoutError};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use anyhow::{anyhow, bail, Context, Result};
+use anyhow::{bail, Context, Result};
 use bytes::Bytes;
 use clap::{Args, ValueEnum};
 use kafka_protocol::messages::metadata_response::MetadataResponseBroker;
@@ -20,7 +20,7 @@ use kafka_protocol::messages::{ProduceRequest, TopicName};
 use kafka_protocol::protocol::StrBytes;
 use kafka_protocol::records::Compression;
 
-use super::client::{error_name, Cluster};
+use super::client::{error_name, find_topic, Cluster};
 use super::partitioner::Partitioner;
 use super::records::{encode_batch, PendingRecord};
 use super::ClientArgs;
@@ -178,11 +178,7 @@ struct Pending {
 pub fn run(args: ProduceArgs) -> Result<()> {
     let mut cluster = Cluster::connect(&args.client.bootstrap, args.client.timeout())?;
     let metadata = cluster.metadata_auto_create(std::slice::from_ref(&args.topic))?;
-    let topic = metadata
-        .topics
-        .iter()
-        .find(|t| t.name.as_ref().is_some_and(|n| n.0.as_str() == args.topic))
-        .ok_or_else(|| anyhow!("broker returned no metadata for topic {:?}", args.topic))?;
+    let topic = find_topic(&metadata, &args.topic)?;
     if topic.error_code != 0 {
         bail!(
             "cannot produce to topic {:?}: {} (create it with `sluice topic create`, or let the broker auto-create topics)",
