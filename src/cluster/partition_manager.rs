@@ -32,10 +32,12 @@ impl Partition {
     }
 }
 
-type Key = (String, i32);
+/// Topic name, then partition index: looked up by `&str`, so finding a
+/// partition on the request path allocates nothing.
+type Parts = HashMap<String, HashMap<i32, Rc<Partition>>>;
 
 struct Manager {
-    parts: RefCell<HashMap<Key, Rc<Partition>>>,
+    parts: RefCell<Parts>,
     /// Serialises opens so two requests never open the same log twice.
     open_lock: Rc<glommio::sync::Semaphore>,
 }
@@ -73,7 +75,7 @@ pub fn partition_dir(cfg: &BrokerConfig, topic: &str, index: i32, log_dir: usize
 /// The open partition, opening its log if the metadata has it and this shard
 /// owns it. `Ok(None)` when the metadata does not know the partition.
 pub async fn get(topic: &str, index: i32) -> Result<Option<Rc<Partition>>, StorageError> {
-    if let Some(p) = MANAGER.with(|m| m.parts.borrow().get(&(topic.to_string(), index)).cloned()) {
+    if let Some(p) = lookup(topic, index) {
         return Ok(Some(p));
     }
     let img = image();
@@ -84,14 +86,23 @@ pub async fn get(topic: &str, index: i32) -> Result<Option<Rc<Partition>>, Stora
     open(&t, index).await.map(Some)
 }
 
+fn lookup(topic: &str, index: i32) -> Option<Rc<Partition>> {
+    MANAGER.with(|m| {
+        m.parts
+            .borrow()
+            .get(topic)
+            .and_then(|ps| ps.get(&index))
+            .cloned()
+    })
+}
+
 async fn open(t: &TopicMeta, index: i32) -> Result<Rc<Partition>, StorageError> {
     let sem = MANAGER.with(|m| m.open_lock.clone());
     let _permit = sem
         .acquire_permit(1)
         .await
         .map_err(|e| StorageError::Io(e.to_string()))?;
-    let key = (t.name.clone(), index);
-    if let Some(p) = MANAGER.with(|m| m.parts.borrow().get(&key).cloned()) {
+    if let Some(p) = lookup(&t.name, index) {
         return Ok(p);
     }
     let cfg = broker_config();
@@ -112,7 +123,13 @@ async fn open(t: &TopicMeta, index: i32) -> Result<Rc<Partition>, StorageError> 
         log,
         appended: LocalNotify::default(),
     });
-    MANAGER.with(|m| m.parts.borrow_mut().insert(key, p.clone()));
+    MANAGER.with(|m| {
+        m.parts
+            .borrow_mut()
+            .entry(t.name.clone())
+            .or_default()
+            .insert(index, p.clone())
+    });
     Ok(p)
 }
 
@@ -137,7 +154,14 @@ pub async fn open_owned() -> anyhow::Result<usize> {
 
 /// Closes and deletes a partition's log (topic deletion).
 pub async fn delete(topic: &str, index: i32, dir: PathBuf) -> Result<(), StorageError> {
-    let p = MANAGER.with(|m| m.parts.borrow_mut().remove(&(topic.to_string(), index)));
+    let p = MANAGER.with(|m| {
+        let mut parts = m.parts.borrow_mut();
+        let p = parts.get_mut(topic).and_then(|ps| ps.remove(&index));
+        if parts.get(topic).is_some_and(HashMap::is_empty) {
+            parts.remove(topic);
+        }
+        p
+    });
     match p {
         Some(p) => {
             p.appended.notify_all();
@@ -159,16 +183,27 @@ pub fn apply_config(topic: &str, overrides: &std::collections::BTreeMap<String, 
         return;
     };
     MANAGER.with(|m| {
-        for ((t, _), p) in m.parts.borrow().iter() {
-            if t == topic {
-                p.log.set_config(log_cfg.clone());
-            }
+        for p in m
+            .parts
+            .borrow()
+            .get(topic)
+            .into_iter()
+            .flat_map(HashMap::values)
+        {
+            p.log.set_config(log_cfg.clone());
         }
     });
 }
 
 fn all_open() -> Vec<Rc<Partition>> {
-    MANAGER.with(|m| m.parts.borrow().values().cloned().collect())
+    MANAGER.with(|m| {
+        m.parts
+            .borrow()
+            .values()
+            .flat_map(HashMap::values)
+            .cloned()
+            .collect()
+    })
 }
 
 /// Retention and time-based roll, every `log.retention.check.interval.ms`.
@@ -187,8 +222,13 @@ pub async fn housekeeping_loop() {
 
 /// Flushes and closes every open log (clean shutdown).
 pub async fn close_all() {
-    let parts: Vec<Rc<Partition>> =
-        MANAGER.with(|m| m.parts.borrow_mut().drain().map(|(_, p)| p).collect());
+    let parts: Vec<Rc<Partition>> = MANAGER.with(|m| {
+        m.parts
+            .borrow_mut()
+            .drain()
+            .flat_map(|(_, ps)| ps.into_values())
+            .collect()
+    });
     for p in parts {
         p.appended.notify_all();
         if let Err(e) = p.log.close().await {

@@ -106,15 +106,7 @@ impl Segment {
                 std::fs::remove_file(&p)?;
             }
         }
-        Ok(Segment {
-            base_offset,
-            file,
-            dir: dir.to_path_buf(),
-            st: RefCell::new(SegState {
-                next_offset: base_offset,
-                ..SegState::default()
-            }),
-        })
+        Ok(Segment::empty(dir, base_offset, file))
     }
 
     pub fn size(&self) -> u64 {

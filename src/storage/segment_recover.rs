@@ -24,7 +24,8 @@ struct Scan {
 }
 
 impl Segment {
-    fn empty(dir: &Path, base_offset: i64, file: SegFile) -> Segment {
+    /// A segment with no batches yet (new, or found empty on open).
+    pub(super) fn empty(dir: &Path, base_offset: i64, file: SegFile) -> Segment {
         Segment {
             base_offset,
             file,
