@@ -23,7 +23,8 @@ fn batch(records: usize, value_bytes: usize, compression: Compression) -> Bytes 
             producer_epoch: -1,
             timestamp_type: TimestampType::Creation,
             offset: i as i64,
-            sequence: -1,
+            // One batch: kafka-protocol splits batches where offset - sequence changes.
+            sequence: i as i32 - 1,
             timestamp: 1_700_000_000_000 + i as i64,
             key: Some(Bytes::from(format!("key-{i}"))),
             value: Some(Bytes::from(vec![b'a' + (i % 26) as u8; value_bytes])),

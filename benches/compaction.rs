@@ -45,7 +45,8 @@ fn batch(first: usize, compression: Compression) -> Bytes {
             producer_epoch: -1,
             timestamp_type: TimestampType::Creation,
             offset: i as i64,
-            sequence: -1,
+            // One batch: kafka-protocol splits batches where offset - sequence changes.
+            sequence: i as i32 - 1,
             timestamp: 1_700_000_000_000 + (first + i) as i64,
             key: Some(Bytes::from(format!("key-{}", (first + i) % KEYS))),
             value: Some(value(first + i)),

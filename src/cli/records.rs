@@ -47,7 +47,9 @@ pub fn encode_batch(
             timestamp_type: TimestampType::Creation,
             // Relative offsets; the broker assigns the real base offset.
             offset: i as i64,
-            sequence: NO_SEQUENCE,
+            // kafka-protocol starts a new batch whenever offset - sequence
+            // changes; the header keeps the first record's NO_SEQUENCE (-1).
+            sequence: NO_SEQUENCE + i as i32,
             timestamp: timestamp_ms,
             key: r.key.clone(),
             value: Some(r.value.clone()),

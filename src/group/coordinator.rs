@@ -100,7 +100,9 @@ async fn append(group: &str, recs: Vec<(Bytes, Option<Bytes>)>) -> Result<(), i1
             producer_epoch: -1,
             timestamp_type: TimestampType::Creation,
             offset: i as i64,
-            sequence: -1,
+            // kafka-protocol starts a new batch whenever offset - sequence
+            // changes; the header keeps the first record's -1 (no producer id).
+            sequence: i as i32 - 1,
             timestamp: now,
             key: Some(key),
             value,

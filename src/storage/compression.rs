@@ -51,7 +51,9 @@ pub(crate) fn decompress_records(codec: i16, data: &[u8]) -> Result<Vec<u8>> {
             read_bounded(d, limit, "lz4")
         }
         4 => {
-            let d = zstd::stream::read::Decoder::new(data)
+            // `with_buffer`: the input is already in memory, so no 128 KiB
+            // BufReader per batch.
+            let d = zstd::stream::read::Decoder::with_buffer(data)
                 .map_err(|e| invalid(format!("zstd: {e}")))?;
             read_bounded(d, limit, "zstd")
         }
