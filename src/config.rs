@@ -67,6 +67,15 @@ pub const BROKER_SETTINGS: &[BrokerSetting] = &[
     BrokerSetting { key: "io_mode", default: "direct", doc: "segment writes: direct (O_DIRECT, DMA) or buffered (page cache)" },
     BrokerSetting { key: "socket.request.max.bytes", default: "104857600", doc: "largest request frame; a longer one closes the connection before anything is allocated" },
     BrokerSetting { key: "cluster.id", default: "", doc: "cluster id reported to clients (default: generated once and kept in the data dir)" },
+    BrokerSetting { key: "group.initial.rebalance.delay.ms", default: "3000", doc: "how long the first rebalance of an empty group waits for more members (each new member extends it, up to the rebalance timeout)" },
+    BrokerSetting { key: "group.min.session.timeout.ms", default: "6000", doc: "smallest session.timeout.ms a group member may ask for (else INVALID_SESSION_TIMEOUT)" },
+    BrokerSetting { key: "group.max.session.timeout.ms", default: "1800000", doc: "largest session.timeout.ms a group member may ask for" },
+    BrokerSetting { key: "group.max.size", default: "2147483647", doc: "most members in one group (else GROUP_MAX_SIZE_REACHED)" },
+    BrokerSetting { key: "offsets.topic.num.partitions", default: "50", doc: "partitions of __consumer_offsets, fixed when it is first created; a group lives on partition hash(group.id) mod this" },
+    BrokerSetting { key: "offsets.topic.segment.bytes", default: "104857600", doc: "segment.bytes of __consumer_offsets (small segments let compaction run sooner)" },
+    BrokerSetting { key: "offsets.retention.minutes", default: "10080", doc: "committed offsets of a group that has been empty this long are deleted" },
+    BrokerSetting { key: "offsets.retention.check.interval.ms", default: "600000", doc: "how often each shard looks for expired offsets" },
+    BrokerSetting { key: "offset.metadata.max.bytes", default: "4096", doc: "largest metadata string of one committed offset (else OFFSET_METADATA_TOO_LARGE)" },
     BrokerSetting { key: "io_memory", default: "0", doc: "glommio registered I/O memory per shard in bytes; 0 = sized from RLIMIT_MEMLOCK" },
 ];
 
@@ -85,8 +94,53 @@ pub struct BrokerConfig {
     pub retention_check_interval_ms: u64,
     pub cluster_id: String,
     pub io_memory_bytes: usize,
+    pub groups: GroupSettings,
     /// Every broker setting by key (defaults filled in), for DescribeConfigs and topic defaults.
     pub values: BTreeMap<String, String>,
+}
+
+/// Group coordinator settings (Kafka's names; see docs/configuration.md).
+#[derive(Debug, Clone)]
+pub struct GroupSettings {
+    pub initial_rebalance_delay_ms: i64,
+    pub min_session_timeout_ms: i32,
+    pub max_session_timeout_ms: i32,
+    pub max_size: usize,
+    pub offsets_partitions: i32,
+    pub offsets_segment_bytes: i64,
+    pub offsets_retention_ms: i64,
+    pub offsets_retention_check_interval_ms: u64,
+    pub offset_metadata_max_bytes: usize,
+}
+
+impl GroupSettings {
+    fn from_values(values: &BTreeMap<String, String>) -> anyhow::Result<GroupSettings> {
+        let g = GroupSettings {
+            initial_rebalance_delay_ms: parse_key(values, "group.initial.rebalance.delay.ms")?,
+            min_session_timeout_ms: parse_key(values, "group.min.session.timeout.ms")?,
+            max_session_timeout_ms: parse_key(values, "group.max.session.timeout.ms")?,
+            max_size: parse_key(values, "group.max.size")?,
+            offsets_partitions: parse_key(values, "offsets.topic.num.partitions")?,
+            offsets_segment_bytes: parse_key(values, "offsets.topic.segment.bytes")?,
+            offsets_retention_ms: parse_key::<i64>(values, "offsets.retention.minutes")?
+                .saturating_mul(60_000),
+            offsets_retention_check_interval_ms: parse_key(
+                values,
+                "offsets.retention.check.interval.ms",
+            )?,
+            offset_metadata_max_bytes: parse_key(values, "offset.metadata.max.bytes")?,
+        };
+        if g.offsets_partitions < 1 {
+            bail!("offsets.topic.num.partitions must be >= 1");
+        }
+        if g.min_session_timeout_ms > g.max_session_timeout_ms {
+            bail!("group.min.session.timeout.ms must be <= group.max.session.timeout.ms");
+        }
+        if g.initial_rebalance_delay_ms < 0 {
+            bail!("group.initial.rebalance.delay.ms must be >= 0");
+        }
+        Ok(g)
+    }
 }
 
 impl BrokerConfig {
@@ -175,6 +229,7 @@ impl BrokerConfig {
             retention_check_interval_ms: parse_key(&values, "log.retention.check.interval.ms")?,
             cluster_id: get("cluster.id"),
             io_memory_bytes: parse_key(&values, "io_memory")?,
+            groups: GroupSettings::from_values(&values)?,
             values,
         };
         if cfg.num_partitions < 1 {

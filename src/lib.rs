@@ -6,11 +6,13 @@
 //! - `protocol`: request framing and the ApiVersions table.
 //! - `server`: listeners, connections, one handler per Kafka API.
 //! - `cluster`: the metadata image (topics, partitions, owners) and its single writer.
+//! - `group`: consumer group coordinator (classic protocol) and committed offsets.
 //! - `storage`: partition logs: segments, indexes, batch validation, recovery, retention.
 //! - `cli`: the `sluice` command line (start, topic admin, produce, consume).
 pub mod cli;
 pub mod cluster;
 pub mod config;
+pub mod group;
 pub mod protocol;
 pub mod runtime;
 pub mod server;

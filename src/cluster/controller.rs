@@ -244,6 +244,13 @@ async fn delete_topics_local(names: Vec<String>) -> Vec<Result<uuid::Uuid, Refus
     let mut results: Vec<_> = names
         .iter()
         .map(|name| match next.topics.remove(name) {
+            Some(t) if t.name == crate::group::OFFSETS_TOPIC => {
+                next.topics.insert(t.name.clone(), t);
+                Err(Refusal::new(
+                    ResponseError::InvalidTopicException,
+                    "The internal topic __consumer_offsets holds the committed offsets of every group and cannot be deleted.",
+                ))
+            }
             Some(t) => {
                 let id = t.id;
                 removed.push(t);
@@ -294,6 +301,13 @@ async fn create_partitions_local(items: Vec<(String, i32, bool)>) -> Vec<Result<
                     format!("Topic '{name}' does not exist."),
                 ));
             };
+            if name == crate::group::OFFSETS_TOPIC {
+                // Groups are placed by hash modulo the partition count.
+                return Err(Refusal::new(
+                    ResponseError::InvalidPartitions,
+                    "The partition count of __consumer_offsets cannot change: every group would move.",
+                ));
+            }
             let have = t.partitions.len() as i32;
             if count <= have {
                 return Err(Refusal::new(

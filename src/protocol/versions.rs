@@ -5,6 +5,8 @@
 //! The lower bounds reach back to the old versions that kafka-python, aiokafka
 //! and sarama still send; the upper bounds cover librdkafka 2.x, franz-go and
 //! the Java client 3.x/4.x. Fetch stops at v12: v13+ name topics by id only.
+//! OffsetCommit and OffsetFetch stop at v8: v9 belongs to the KIP-848 group
+//! protocol, which is not implemented.
 
 use kafka_protocol::messages::ApiKey;
 
@@ -22,6 +24,17 @@ pub const API_VERSIONS: &[(ApiKey, i16, i16)] = &[
     (ApiKey::CreatePartitions, 0, 3),
     (ApiKey::IncrementalAlterConfigs, 0, 1),
     (ApiKey::DescribeCluster, 0, 1),
+    (ApiKey::FindCoordinator, 0, 4),
+    (ApiKey::JoinGroup, 0, 9),
+    (ApiKey::SyncGroup, 0, 5),
+    (ApiKey::Heartbeat, 0, 4),
+    (ApiKey::LeaveGroup, 0, 5),
+    (ApiKey::OffsetCommit, 2, 8),
+    (ApiKey::OffsetFetch, 1, 8),
+    (ApiKey::ListGroups, 0, 4),
+    (ApiKey::DescribeGroups, 0, 5),
+    (ApiKey::DeleteGroups, 0, 2),
+    (ApiKey::OffsetDelete, 0, 0),
 ];
 
 /// The implemented range of `api`, narrowed to what the codec supports.

@@ -19,10 +19,9 @@ use super::handlers;
 /// Serves one connection until the peer closes it or sends something that
 /// must close it (oversized or malformed frame).
 pub async fn serve(mut stream: TcpStream) {
-    let peer = stream
-        .peer_addr()
-        .map(|a| a.to_string())
-        .unwrap_or_else(|_| "?".into());
+    let addr = stream.peer_addr().ok();
+    let peer = addr.map(|a| a.to_string()).unwrap_or_else(|| "?".into());
+    let host = addr.map(|a| a.ip().to_string()).unwrap_or_default();
     let _ = stream.set_nodelay(true);
     let max = broker_config().socket_request_max_bytes;
     tracing::debug!(%peer, "connection opened");
@@ -46,7 +45,7 @@ pub async fn serve(mut stream: TcpStream) {
             tracing::debug!(%peer, error = %e, "connection closed mid-frame");
             break;
         }
-        match handlers::handle(Bytes::from(buf)).await {
+        match handlers::handle(Bytes::from(buf), &host).await {
             Ok(Some(resp)) => {
                 if let Err(e) = stream.write_all(&resp).await {
                     tracing::debug!(%peer, error = %e, "write failed");

@@ -93,7 +93,15 @@ async fn shard_main(id: usize, cfg: Arc<BrokerConfig>) {
             std::process::exit(1);
         }
     }
+    match crate::group::coordinator::load_owned().await {
+        Ok(n) => tracing::info!(shard = id, groups = n, "consumer groups loaded"),
+        Err(e) => {
+            tracing::error!(shard = id, error = %format!("{e:#}"), "cannot load consumer groups; exiting");
+            std::process::exit(1);
+        }
+    }
     runtime::spawn(partition_manager::housekeeping_loop());
+    runtime::spawn(crate::group::coordinator::timer_loop());
     let listener = match glommio::net::TcpListener::bind(&cfg.listen) {
         Ok(l) => l,
         Err(e) => {

@@ -8,6 +8,7 @@ mod admin_topics;
 mod api_versions;
 mod describe_cluster;
 mod fetch;
+mod groups;
 mod list_offsets;
 mod metadata;
 mod produce;
@@ -24,7 +25,8 @@ use crate::protocol::{
 
 /// Handles one request frame. `Ok(None)`: no response is due (acks=0).
 /// `Err`: the connection must be closed (the error says why).
-pub async fn handle(frame: Bytes) -> Result<Option<Bytes>, FrameError> {
+/// `client_host` is the peer's IP address (reported for group members).
+pub async fn handle(frame: Bytes, client_host: &str) -> Result<Option<Bytes>, FrameError> {
     let (key, version) = peek_key_version(&frame);
     if key == ApiKey::ApiVersions as i16 {
         if let Some(resp) = api_versions::unsupported_version_response(&frame, version) {
@@ -62,6 +64,28 @@ pub async fn handle(frame: Bytes) -> Result<Option<Bytes>, FrameError> {
         ApiKey::DescribeCluster => {
             respond(&req, describe_cluster::handle(&req, decode_body(&req)?))
         }
+        ApiKey::FindCoordinator => respond(
+            &req,
+            groups::find_coordinator(&req, decode_body(&req)?).await,
+        ),
+        ApiKey::JoinGroup => respond(
+            &req,
+            groups::join_group(&req, decode_body(&req)?, client_host).await,
+        ),
+        ApiKey::SyncGroup => respond(&req, groups::sync_group(&req, decode_body(&req)?).await),
+        ApiKey::Heartbeat => respond(&req, groups::heartbeat(&req, decode_body(&req)?).await),
+        ApiKey::LeaveGroup => respond(&req, groups::leave_group(&req, decode_body(&req)?).await),
+        ApiKey::OffsetCommit => {
+            respond(&req, groups::offset_commit(&req, decode_body(&req)?).await)
+        }
+        ApiKey::OffsetFetch => respond(&req, groups::offset_fetch(&req, decode_body(&req)?).await),
+        ApiKey::ListGroups => respond(&req, groups::list_groups(&req, decode_body(&req)?).await),
+        ApiKey::DescribeGroups => respond(
+            &req,
+            groups::describe_groups(&req, decode_body(&req)?).await,
+        ),
+        ApiKey::DeleteGroups => respond(&req, groups::delete_groups(decode_body(&req)?).await),
+        ApiKey::OffsetDelete => respond(&req, groups::offset_delete(decode_body(&req)?).await),
         other => Err(FrameError::UnsupportedVersion {
             api: other,
             version: req.version,

@@ -68,6 +68,12 @@ pub async fn handle(req: &Request, body: ProduceRequest) -> Option<ProduceRespon
                     ResponseError::UnknownTopicOrPartition,
                     None,
                 ))
+            } else if topic == crate::group::OFFSETS_TOPIC {
+                // Only the group coordinator writes there, as in Kafka.
+                Some(Appended::error(
+                    ResponseError::InvalidTopicException,
+                    Some(format!("Cannot append to internal topic {topic}")),
+                ))
             } else if acks == -1 && min_insync(&img, &topic) > ISR_SIZE {
                 let message = format!(
                     "min.insync.replicas is {} but the in-sync replica set has {ISR_SIZE} member",

@@ -1,0 +1,675 @@
+//! The group coordinator of one shard: the groups whose offsets partition
+//! this shard owns, their persistence to `__consumer_offsets`, the start-up
+//! load, and the timers (sessions, rebalance deadlines, offset expiry).
+//! Every function here runs on the owning shard; results are plain data so
+//! the handlers can carry them back across shards.
+
+use std::cell::RefCell;
+use std::collections::{BTreeMap, HashMap};
+use std::rc::Rc;
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use kafka_protocol::error::ResponseError as E;
+use kafka_protocol::records::{
+    Compression, Record, RecordBatchDecoder, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
+};
+
+use super::records::{self, Entry, GroupValue, OffsetValue};
+use super::state::{
+    Group, GroupState, JoinRequest, JoinResult, Limits, Reply, SyncRequest, SyncResult,
+};
+use super::{partition_for, OFFSETS_TOPIC};
+use crate::cluster::{image, owner_shard, partition_manager};
+use crate::runtime;
+use crate::server::now_ms;
+use crate::storage::StorageError;
+
+/// How often the timers run.
+const TICK: Duration = Duration::from_millis(100);
+
+thread_local! {
+    static GROUPS: RefCell<HashMap<String, Rc<RefCell<Group>>>> = RefCell::new(HashMap::new());
+}
+
+fn limits() -> Limits {
+    let g = &partition_manager::broker_config().groups;
+    Limits {
+        min_session_timeout_ms: g.min_session_timeout_ms,
+        max_session_timeout_ms: g.max_session_timeout_ms,
+        initial_rebalance_delay_ms: g.initial_rebalance_delay_ms,
+        max_size: g.max_size,
+    }
+}
+
+fn find(group: &str) -> Option<Rc<RefCell<Group>>> {
+    GROUPS.with(|g| g.borrow().get(group).cloned())
+}
+
+fn find_or_create(group: &str) -> Rc<RefCell<Group>> {
+    GROUPS.with(|g| {
+        g.borrow_mut()
+            .entry(group.to_string())
+            .or_insert_with(|| Rc::new(RefCell::new(Group::new(group, now_ms()))))
+            .clone()
+    })
+}
+
+fn forget(group: &str) {
+    GROUPS.with(|g| g.borrow_mut().remove(group));
+}
+
+fn offsets_partition(group: &str) -> i32 {
+    let n = image()
+        .topic(OFFSETS_TOPIC)
+        .map(|t| t.partitions.len() as i32)
+        .unwrap_or(1);
+    partition_for(group, n)
+}
+
+/// Kafka's mapping of a failed offsets-topic write to a coordinator error.
+fn store_error(e: &StorageError) -> i16 {
+    match e.kafka_code() {
+        10 | 18 => E::InvalidCommitOffsetSize.code(),
+        _ => E::CoordinatorNotAvailable.code(),
+    }
+}
+
+/// Appends records (key, value or tombstone) to the group's offsets
+/// partition as one batch and waits until they are durable (fdatasync).
+async fn append(group: &str, recs: Vec<(Bytes, Option<Bytes>)>) -> Result<(), i16> {
+    if recs.is_empty() {
+        return Ok(());
+    }
+    let partition = offsets_partition(group);
+    let p = match partition_manager::get(OFFSETS_TOPIC, partition).await {
+        Ok(Some(p)) => p,
+        Ok(None) => return Err(E::CoordinatorNotAvailable.code()),
+        Err(e) => return Err(store_error(&e)),
+    };
+    let now = now_ms();
+    let batch: Vec<Record> = recs
+        .into_iter()
+        .enumerate()
+        .map(|(i, (key, value))| Record {
+            transactional: false,
+            control: false,
+            delete_horizon: false,
+            partition_leader_epoch: 0,
+            producer_id: -1,
+            producer_epoch: -1,
+            timestamp_type: TimestampType::Creation,
+            offset: i as i64,
+            sequence: -1,
+            timestamp: now,
+            key: Some(key),
+            value,
+            headers: Default::default(),
+        })
+        .collect();
+    let mut buf = BytesMut::new();
+    let opts = RecordEncodeOptions {
+        version: 2,
+        compression: Compression::None,
+    };
+    if let Err(e) = RecordBatchEncoder::encode(&mut buf, batch.iter(), &opts) {
+        tracing::error!(error = %e, "encoding an offsets batch");
+        return Err(E::UnknownServerError.code());
+    }
+    let res = p.log.append(buf.freeze(), now).await.map_err(|e| {
+        tracing::error!(%group, error = %e, "writing to {OFFSETS_TOPIC}");
+        store_error(&e)
+    })?;
+    p.appended.notify_all();
+    p.log.flush(res.last_offset).await.map_err(|e| {
+        tracing::error!(%group, error = %e, "syncing {OFFSETS_TOPIC}");
+        store_error(&e)
+    })
+}
+
+/// Persists the group's metadata if the last change asked for it.
+async fn store_if_needed(g: &Rc<RefCell<Group>>) -> Result<(), i16> {
+    let rec = {
+        let mut gb = g.borrow_mut();
+        if !gb.take_store() {
+            return Ok(());
+        }
+        (
+            records::group_key(&gb.id),
+            Some(records::group_value(&gb.value())),
+        )
+    };
+    let id = g.borrow().id.clone();
+    append(&id, vec![rec]).await
+}
+
+pub async fn join(group: String, req: JoinRequest) -> JoinResult {
+    let g = if req.member_id.is_empty() {
+        find_or_create(&group)
+    } else {
+        match find(&group) {
+            Some(g) => g,
+            None => {
+                return JoinResult {
+                    error: E::UnknownMemberId.code(),
+                    generation: -1,
+                    member_id: req.member_id,
+                    ..JoinResult::default()
+                }
+            }
+        }
+    };
+    let client_id = req.client_id.clone();
+    let reply = g.borrow_mut().join(req, &limits(), now_ms(), || {
+        format!("{client_id}-{}", uuid::Uuid::new_v4())
+    });
+    let stored = store_if_needed(&g).await;
+    let mut out = match reply {
+        Reply::Now(r) => r,
+        Reply::Wait(rx) => rx.await.unwrap_or_else(|_| JoinResult {
+            error: E::RebalanceInProgress.code(),
+            generation: -1,
+            ..JoinResult::default()
+        }),
+    };
+    if let Err(code) = stored {
+        out.error = code;
+    }
+    out
+}
+
+pub async fn sync(group: String, req: SyncRequest) -> SyncResult {
+    let Some(g) = find(&group) else {
+        return SyncResult {
+            error: E::UnknownMemberId.code(),
+            ..SyncResult::default()
+        };
+    };
+    let reply = g.borrow_mut().sync(req, now_ms());
+    let stored = store_if_needed(&g).await;
+    let mut out = match reply {
+        Reply::Now(r) => r,
+        Reply::Wait(rx) => rx.await.unwrap_or_else(|_| SyncResult {
+            error: E::RebalanceInProgress.code(),
+            ..SyncResult::default()
+        }),
+    };
+    if let Err(code) = stored {
+        out.error = code;
+    }
+    out
+}
+
+pub fn heartbeat(group: String, member: String, instance: Option<String>, generation: i32) -> i16 {
+    match find(&group) {
+        None => E::UnknownMemberId.code(),
+        Some(g) => g
+            .borrow_mut()
+            .heartbeat(&member, instance.as_deref(), generation, now_ms()),
+    }
+}
+
+/// LeaveGroup: one error per member.
+pub async fn leave(group: String, members: Vec<(String, Option<String>)>) -> Vec<i16> {
+    let Some(g) = find(&group) else {
+        return vec![E::UnknownMemberId.code(); members.len()];
+    };
+    let (lim, now) = (limits(), now_ms());
+    let codes = members
+        .iter()
+        .map(|(m, i)| g.borrow_mut().leave(m, i.as_deref(), &lim, now))
+        .collect();
+    let _ = store_if_needed(&g).await;
+    codes
+}
+
+/// One partition of an OffsetCommit.
+pub struct CommitItem {
+    pub topic: String,
+    pub partition: i32,
+    pub offset: i64,
+    pub leader_epoch: i32,
+    pub metadata: Option<String>,
+}
+
+/// OffsetCommit: Err is a group-level error (applies to every partition);
+/// Ok has one error per item.
+pub async fn commit(
+    group: String,
+    member: String,
+    instance: Option<String>,
+    generation: i32,
+    items: Vec<CommitItem>,
+) -> Result<Vec<i16>, i16> {
+    let g = if generation < 0 && member.is_empty() {
+        find_or_create(&group)
+    } else {
+        find(&group).ok_or(E::IllegalGeneration.code())?
+    };
+    let now = now_ms();
+    g.borrow_mut()
+        .validate_commit(&member, instance.as_deref(), generation, now)?;
+    let img = image();
+    let max_meta = partition_manager::broker_config()
+        .groups
+        .offset_metadata_max_bytes;
+    let mut codes = Vec::with_capacity(items.len());
+    let mut recs = Vec::new();
+    let mut accepted = Vec::new();
+    for it in items {
+        let code = if img.partition(&it.topic, it.partition).is_none() {
+            E::UnknownTopicOrPartition.code()
+        } else if it.metadata.as_ref().is_some_and(|m| m.len() > max_meta) {
+            E::OffsetMetadataTooLarge.code()
+        } else {
+            let v = OffsetValue {
+                offset: it.offset,
+                leader_epoch: it.leader_epoch,
+                metadata: it.metadata.unwrap_or_default(),
+                commit_timestamp_ms: now,
+            };
+            recs.push((
+                records::offset_key(&group, &it.topic, it.partition),
+                Some(records::offset_value(&v)),
+            ));
+            accepted.push(((it.topic, it.partition), v));
+            0
+        };
+        codes.push(code);
+    }
+    if let Err(code) = append(&group, recs).await {
+        for c in codes.iter_mut().filter(|c| **c == 0) {
+            *c = code;
+        }
+        return Ok(codes);
+    }
+    let mut gb = g.borrow_mut();
+    if gb.state != GroupState::Dead {
+        gb.offsets.extend(accepted);
+    }
+    Ok(codes)
+}
+
+/// Committed offsets of `topics` (all the group has when None), in request order.
+pub type FetchedTopic = (String, Vec<(i32, Option<OffsetValue>)>);
+
+pub fn fetch_offsets(group: String, topics: Option<Vec<(String, Vec<i32>)>>) -> Vec<FetchedTopic> {
+    let g = find(&group);
+    let gb = g.as_ref().map(|g| g.borrow());
+    let offsets = gb.as_ref().map(|g| &g.offsets);
+    match topics {
+        Some(ts) => ts
+            .into_iter()
+            .map(|(t, parts)| {
+                let ps = parts
+                    .into_iter()
+                    .map(|p| {
+                        let v = offsets.and_then(|o| o.get(&(t.clone(), p)).cloned());
+                        (p, v)
+                    })
+                    .collect();
+                (t, ps)
+            })
+            .collect(),
+        None => {
+            let mut by_topic: BTreeMap<String, Vec<(i32, Option<OffsetValue>)>> = BTreeMap::new();
+            for ((t, p), v) in offsets.into_iter().flatten() {
+                by_topic
+                    .entry(t.clone())
+                    .or_default()
+                    .push((*p, Some(v.clone())));
+            }
+            by_topic.into_iter().collect()
+        }
+    }
+}
+
+/// (group id, protocol type, state) of every group on this shard.
+pub fn list() -> Vec<(String, String, String)> {
+    GROUPS.with(|gs| {
+        gs.borrow()
+            .values()
+            .map(|g| {
+                let g = g.borrow();
+                (
+                    g.id.clone(),
+                    g.protocol_type.clone().unwrap_or_default(),
+                    g.state.name().to_string(),
+                )
+            })
+            .collect()
+    })
+}
+
+/// A member as DescribeGroups shows it.
+pub struct MemberSummary {
+    pub member_id: String,
+    pub instance_id: Option<String>,
+    pub client_id: String,
+    pub client_host: String,
+    pub metadata: Bytes,
+    pub assignment: Bytes,
+}
+
+pub struct GroupSummary {
+    pub state: String,
+    pub protocol_type: String,
+    pub protocol: String,
+    pub members: Vec<MemberSummary>,
+}
+
+/// DescribeGroups: like Kafka, member metadata and assignments only when
+/// Stable; an unknown group is reported as Dead.
+pub fn describe(group: String) -> GroupSummary {
+    let Some(g) = find(&group) else {
+        return GroupSummary {
+            state: GroupState::Dead.name().into(),
+            protocol_type: String::new(),
+            protocol: String::new(),
+            members: Vec::new(),
+        };
+    };
+    let g = g.borrow();
+    let stable = g.state == GroupState::Stable;
+    let protocol = g.protocol.clone().unwrap_or_default();
+    GroupSummary {
+        state: g.state.name().into(),
+        protocol_type: g.protocol_type.clone().unwrap_or_default(),
+        protocol: if stable {
+            protocol.clone()
+        } else {
+            String::new()
+        },
+        members: g
+            .members
+            .iter()
+            .map(|m| MemberSummary {
+                member_id: m.id.clone(),
+                instance_id: m.instance_id.clone(),
+                client_id: m.client_id.clone(),
+                client_host: m.client_host.clone(),
+                metadata: if stable {
+                    m.metadata(&protocol)
+                } else {
+                    Bytes::new()
+                },
+                assignment: if stable {
+                    m.assignment.clone()
+                } else {
+                    Bytes::new()
+                },
+            })
+            .collect(),
+    }
+}
+
+/// Tombstones for a group's offsets and metadata.
+fn tombstones(g: &Group) -> Vec<(Bytes, Option<Bytes>)> {
+    let mut recs: Vec<(Bytes, Option<Bytes>)> = g
+        .offsets
+        .keys()
+        .map(|(t, p)| (records::offset_key(&g.id, t, *p), None))
+        .collect();
+    recs.push((records::group_key(&g.id), None));
+    recs
+}
+
+/// DeleteGroups for one group.
+pub async fn delete(group: String) -> i16 {
+    let Some(g) = find(&group) else {
+        return E::GroupIdNotFound.code();
+    };
+    let recs = {
+        let gb = g.borrow();
+        match gb.state {
+            GroupState::Dead => return E::GroupIdNotFound.code(),
+            GroupState::Empty if gb.is_empty() => tombstones(&gb),
+            _ => return E::NonEmptyGroup.code(),
+        }
+    };
+    if let Err(code) = append(&group, recs).await {
+        return code;
+    }
+    g.borrow_mut().kill(now_ms());
+    forget(&group);
+    0
+}
+
+/// OffsetDelete: Err is a group-level error; Ok has per-partition errors.
+pub async fn delete_offsets(
+    group: String,
+    topics: Vec<(String, Vec<i32>)>,
+) -> Result<Vec<(String, Vec<(i32, i16)>)>, i16> {
+    let g = find(&group).ok_or(E::GroupIdNotFound.code())?;
+    let (subscribed, recs, out) = {
+        let gb = g.borrow();
+        if gb.state == GroupState::Dead {
+            return Err(E::GroupIdNotFound.code());
+        }
+        let consumer = gb.protocol_type.as_deref() == Some("consumer");
+        if !consumer && !gb.members.is_empty() {
+            return Err(E::NonEmptyGroup.code());
+        }
+        // Unreadable subscriptions: treat every topic as subscribed.
+        let subscribed = if gb.members.is_empty() {
+            Some(Default::default())
+        } else {
+            gb.subscribed_topics()
+        };
+        let mut recs = Vec::new();
+        let mut out = Vec::new();
+        for (t, parts) in topics {
+            let busy = subscribed.as_ref().is_none_or(|s| s.contains(&t));
+            let codes: Vec<(i32, i16)> = parts
+                .into_iter()
+                .map(|p| {
+                    if busy {
+                        (p, E::GroupSubscribedToTopic.code())
+                    } else {
+                        if gb.offsets.contains_key(&(t.clone(), p)) {
+                            recs.push((records::offset_key(&group, &t, p), None));
+                        }
+                        (p, 0)
+                    }
+                })
+                .collect();
+            out.push((t, codes));
+        }
+        (subscribed, recs, out)
+    };
+    let _ = subscribed;
+    let deleted: Vec<(String, i32)> = out
+        .iter()
+        .flat_map(|(t, ps)| {
+            ps.iter()
+                .filter(|(_, c)| *c == 0)
+                .map(move |(p, _)| (t.clone(), *p))
+        })
+        .collect();
+    append(&group, recs).await?;
+    let mut gb = g.borrow_mut();
+    for k in deleted {
+        gb.offsets.remove(&k);
+    }
+    Ok(out)
+}
+
+/// Rebuilds the groups of every offsets partition this shard owns by
+/// reading them from the start. Runs before the shard serves requests.
+pub async fn load_owned() -> anyhow::Result<usize> {
+    let img = image();
+    let Some(t) = img.topic(OFFSETS_TOPIC) else {
+        return Ok(0);
+    };
+    let (me, n) = (runtime::shard_id(), runtime::nr_shards());
+    let mut offsets: HashMap<String, BTreeMap<(String, i32), OffsetValue>> = HashMap::new();
+    let mut metas: HashMap<String, Option<GroupValue>> = HashMap::new();
+    for pm in &t.partitions {
+        if owner_shard(OFFSETS_TOPIC, pm.index, n) != me {
+            continue;
+        }
+        let Some(p) = partition_manager::get(OFFSETS_TOPIC, pm.index).await? else {
+            continue;
+        };
+        let end = p.log.log_end_offset();
+        let mut at = p.log.log_start_offset();
+        while at < end {
+            let chunk = p.log.read(at, 1 << 20, end).await?;
+            if chunk.is_empty() {
+                break;
+            }
+            let next = apply_chunk(chunk, &mut offsets, &mut metas)?;
+            if next <= at {
+                break;
+            }
+            at = next;
+        }
+    }
+    let now = now_ms();
+    let mut loaded = 0;
+    let mut names: Vec<String> = metas.keys().chain(offsets.keys()).cloned().collect();
+    names.sort();
+    names.dedup();
+    GROUPS.with(|gs| {
+        let mut gs = gs.borrow_mut();
+        for name in names {
+            let mut g = match metas.remove(&name).flatten() {
+                Some(v) => Group::restore(&name, v, now),
+                None => Group::new(&name, now),
+            };
+            g.offsets = offsets.remove(&name).unwrap_or_default();
+            if g.members.is_empty() && g.offsets.is_empty() && g.protocol_type.is_none() {
+                continue;
+            }
+            gs.insert(name, Rc::new(RefCell::new(g)));
+            loaded += 1;
+        }
+    });
+    Ok(loaded)
+}
+
+/// Applies the whole batches in `chunk`; returns the offset after the last.
+fn apply_chunk(
+    mut chunk: Bytes,
+    offsets: &mut HashMap<String, BTreeMap<(String, i32), OffsetValue>>,
+    metas: &mut HashMap<String, Option<GroupValue>>,
+) -> anyhow::Result<i64> {
+    let mut next = 0;
+    while chunk.len() >= 61 {
+        let base = i64::from_be_bytes(chunk[0..8].try_into()?);
+        let len = i32::from_be_bytes(chunk[8..12].try_into()?);
+        let size = 12 + usize::try_from(len)?;
+        if size > chunk.len() {
+            break;
+        }
+        let last_delta = i32::from_be_bytes(chunk[23..27].try_into()?);
+        let attributes = i16::from_be_bytes(chunk[21..23].try_into()?);
+        next = base + i64::from(last_delta) + 1;
+        let mut batch = chunk.split_to(size);
+        if attributes & (1 << 5) != 0 {
+            continue; // control batch
+        }
+        let set = RecordBatchDecoder::decode(&mut batch)
+            .map_err(|e| anyhow::anyhow!("decoding {OFFSETS_TOPIC} batch at {base}: {e}"))?;
+        for r in set.records {
+            let Some(key) = r.key else { continue };
+            match records::decode(key, r.value) {
+                Ok(Entry::Offset {
+                    group,
+                    topic,
+                    partition,
+                    value,
+                }) => {
+                    let m = offsets.entry(group).or_default();
+                    match value {
+                        Some(v) => m.insert((topic, partition), v),
+                        None => m.remove(&(topic, partition)),
+                    };
+                }
+                Ok(Entry::Group { group, value }) => {
+                    metas.insert(group, value);
+                }
+                Err(e) => tracing::warn!(offset = r.offset, error = %e, "skipping record"),
+            }
+        }
+    }
+    Ok(next)
+}
+
+/// Per-shard timers: sessions, rebalance and sync deadlines every 100 ms,
+/// offset expiry every `offsets.retention.check.interval.ms`.
+pub async fn timer_loop() {
+    let cfg = partition_manager::broker_config();
+    let expiry_every = cfg.groups.offsets_retention_check_interval_ms.max(100);
+    let mut last_expiry = now_ms();
+    loop {
+        runtime::sleep(TICK).await;
+        let now = now_ms();
+        let lim = limits();
+        let groups: Vec<Rc<RefCell<Group>>> =
+            GROUPS.with(|g| g.borrow().values().cloned().collect());
+        for g in &groups {
+            g.borrow_mut().tick(&lim, now);
+            if let Err(code) = store_if_needed(g).await {
+                tracing::warn!(group = %g.borrow().id, code, "storing group metadata failed");
+            }
+        }
+        if now - last_expiry >= expiry_every as i64 {
+            last_expiry = now;
+            expire_offsets(&groups, cfg.groups.offsets_retention_ms, now).await;
+        }
+    }
+}
+
+/// Deletes the offsets of groups that have been empty for the retention
+/// time (per commit time for groups that never used the group protocol),
+/// and drops groups left with nothing.
+async fn expire_offsets(groups: &[Rc<RefCell<Group>>], retention_ms: i64, now: i64) {
+    for g in groups {
+        let (id, recs, expired, dead) = {
+            let gb = g.borrow();
+            if gb.state != GroupState::Empty || !gb.is_empty() {
+                continue;
+            }
+            let expired: Vec<(String, i32)> = gb
+                .offsets
+                .iter()
+                .filter(|(_, v)| {
+                    let base = if gb.protocol_type.is_some() {
+                        gb.state_timestamp_ms
+                    } else {
+                        v.commit_timestamp_ms
+                    };
+                    now - base >= retention_ms
+                })
+                .map(|(k, _)| k.clone())
+                .collect();
+            let dead = expired.len() == gb.offsets.len();
+            if expired.is_empty() && !dead {
+                continue;
+            }
+            let mut recs: Vec<(Bytes, Option<Bytes>)> = expired
+                .iter()
+                .map(|(t, p)| (records::offset_key(&gb.id, t, *p), None))
+                .collect();
+            if dead {
+                recs.push((records::group_key(&gb.id), None));
+            }
+            (gb.id.clone(), recs, expired, dead)
+        };
+        if let Err(code) = append(&id, recs).await {
+            tracing::warn!(group = %id, code, "expiring offsets failed");
+            continue;
+        }
+        tracing::info!(group = %id, offsets = expired.len(), "expired committed offsets");
+        let mut gb = g.borrow_mut();
+        for k in &expired {
+            gb.offsets.remove(k);
+        }
+        if dead && gb.state == GroupState::Empty && gb.is_empty() && gb.offsets.is_empty() {
+            gb.kill(now);
+            drop(gb);
+            forget(&id);
+        }
+    }
+}
