@@ -34,12 +34,16 @@ def offsets(bs, group) -> dict[tuple[str, int], int]:
 
 
 def error_code(fut) -> int | None:
-    """The Kafka error code a future failed with, None if it succeeded."""
+    """The Kafka error code a future failed with, None if it succeeded. Offset
+    results carry their errors per partition (the first one is returned)."""
     try:
-        fut.result(TIMEOUT_S + 5)
-        return None
+        res = fut.result(TIMEOUT_S + 5)
     except KafkaException as e:
         return e.args[0].code()
+    for tp in getattr(res, "topic_partitions", None) or []:
+        if tp.error is not None:
+            return tp.error.code()
+    return None
 
 
 class Group:
