@@ -164,9 +164,10 @@ def split_covers(members, partitions: int, topic: str | None = None) -> bool:
     return union == set(range(partitions)) and sum(len(o) for o in owned) == partitions
 
 
-def consumed_once(members, expected: dict[int, list[int]]) -> None:
+def consumed_once(members, expected: dict[int, list[int]]) -> dict[int, set[str]]:
     """Asserts that the members between them got exactly the offsets `expected`
-    (partition -> offsets), none twice, and that no partition was read by two members."""
+    (partition -> offsets), none twice; returns partition -> names of the members
+    that read it."""
     seen: dict[tuple[int, int], str] = {}
     dups = []
     readers: dict[int, set[str]] = {}
