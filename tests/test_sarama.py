@@ -71,9 +71,14 @@ def test_sarama_consumer_group_splits_and_commits(group_broker, sarama_bin):
         deadline = time.monotonic() + SPLIT_TIMEOUT_S
         while not (claims(0) and claims(1) and not claims(0) & claims(1)
                    and claims(0) | claims(1) == {0, 1, 2, 3}):
-            assert time.monotonic() < deadline, f"sarama members did not split: {lines}"
-            assert all(p.poll() is None for p in procs), \
-                f"a sarama member exited: {[p.stderr.read()[-2000:] for p in procs if p.poll() is not None]}"
+            if time.monotonic() > deadline or any(p.poll() is not None for p in procs):
+                for p in procs:
+                    if p.poll() is None:
+                        p.kill()
+                errs = [p.stderr.read()[-2000:] for p in procs]
+                raise AssertionError(f"sarama members did not split within {SPLIT_TIMEOUT_S}s "
+                                     f"(exit {[p.wait(5) for p in procs]}): {lines}\n"
+                                     f"stderr: {errs}")
             time.sleep(0.05)
         produced = produce_parts(bs, topic, {p: 10 for p in range(4)})
         results = []
