@@ -11,7 +11,7 @@ use std::path::PathBuf;
 
 use anyhow::{bail, Context};
 
-use crate::storage::{IoMode, LogConfig, TimestampType};
+use crate::storage::{CleanupPolicy, IoMode, LogConfig, TimestampType};
 
 /// Arguments of `sluice start`. Precedence, lowest to highest: embedded defaults,
 /// the TOML file (`--config`), environment variables `SLUICE_<KEY>` (dots as
@@ -64,6 +64,8 @@ pub const BROKER_SETTINGS: &[BrokerSetting] = &[
     BrokerSetting { key: "compression.type", default: "producer", doc: "default compression.type" },
     BrokerSetting { key: "min.insync.replicas", default: "1", doc: "default min.insync.replicas" },
     BrokerSetting { key: "log.retention.check.interval.ms", default: "300000", doc: "how often each shard applies retention and time-based roll" },
+    BrokerSetting { key: "log.cleaner.enable", default: "true", doc: "run the log cleaner on topics whose cleanup.policy includes compact" },
+    BrokerSetting { key: "log.cleaner.backoff.ms", default: "15000", doc: "how often each shard checks its compacted partitions for a cleaning pass" },
     BrokerSetting { key: "io_mode", default: "direct", doc: "segment writes: direct (O_DIRECT, DMA) or buffered (page cache)" },
     BrokerSetting { key: "socket.request.max.bytes", default: "104857600", doc: "largest request frame; a longer one closes the connection before anything is allocated" },
     BrokerSetting { key: "cluster.id", default: "", doc: "cluster id reported to clients (default: generated once and kept in the data dir)" },
@@ -92,6 +94,8 @@ pub struct BrokerConfig {
     pub default_replication_factor: i16,
     pub socket_request_max_bytes: usize,
     pub retention_check_interval_ms: u64,
+    pub log_cleaner_enable: bool,
+    pub log_cleaner_backoff_ms: u64,
     pub cluster_id: String,
     pub io_memory_bytes: usize,
     pub groups: GroupSettings,
@@ -227,6 +231,8 @@ impl BrokerConfig {
             default_replication_factor: parse_key(&values, "default.replication.factor")?,
             socket_request_max_bytes: parse_key(&values, "socket.request.max.bytes")?,
             retention_check_interval_ms: parse_key(&values, "log.retention.check.interval.ms")?,
+            log_cleaner_enable: parse_key(&values, "log.cleaner.enable")?,
+            log_cleaner_backoff_ms: parse_key(&values, "log.cleaner.backoff.ms")?,
             cluster_id: get("cluster.id"),
             io_memory_bytes: parse_key(&values, "io_memory")?,
             groups: GroupSettings::from_values(&values)?,
@@ -290,7 +296,25 @@ impl BrokerConfig {
             }
             Ok(n)
         };
+        let policy = v("cleanup.policy");
+        let cleanup_policy = CleanupPolicy::parse(&policy).with_context(|| {
+            format!("cleanup.policy must be delete, compact or compact,delete, got {policy:?}")
+        })?;
+        let ratio_text = v("min.cleanable.dirty.ratio");
+        let min_cleanable_dirty_ratio = ratio_text
+            .trim()
+            .parse::<f64>()
+            .ok()
+            .filter(|r| (0.0..=1.0).contains(r))
+            .with_context(|| {
+                format!("min.cleanable.dirty.ratio must be a number in [0, 1], got {ratio_text:?}")
+            })?;
         Ok(LogConfig {
+            cleanup_policy,
+            delete_retention_ms: positive("delete.retention.ms", 0)?,
+            min_compaction_lag_ms: positive("min.compaction.lag.ms", 0)?,
+            max_compaction_lag_ms: positive("max.compaction.lag.ms", 1)?,
+            min_cleanable_dirty_ratio,
             segment_bytes: positive("segment.bytes", 14)? as u64,
             segment_ms: positive("segment.ms", 1)?,
             retention_ms: positive("retention.ms", -1)?,
@@ -358,7 +382,7 @@ pub const TOPIC_CONFIGS: &[TopicConfigDef] = &[
         Some("log.cleanup.policy"),
         "delete",
         ConfigKind::List(&["delete", "compact"]),
-        false
+        true
     ),
     tc!(
         "compression.type",
@@ -372,7 +396,7 @@ pub const TOPIC_CONFIGS: &[TopicConfigDef] = &[
         None,
         "86400000",
         ConfigKind::Long,
-        false
+        true
     ),
     tc!(
         "file.delete.delay.ms",
@@ -407,7 +431,7 @@ pub const TOPIC_CONFIGS: &[TopicConfigDef] = &[
         None,
         "9223372036854775807",
         ConfigKind::Long,
-        false
+        true
     ),
     tc!(
         "max.message.bytes",
@@ -428,9 +452,9 @@ pub const TOPIC_CONFIGS: &[TopicConfigDef] = &[
         None,
         "0.5",
         ConfigKind::Str,
-        false
+        true
     ),
-    tc!("min.compaction.lag.ms", None, "0", ConfigKind::Long, false),
+    tc!("min.compaction.lag.ms", None, "0", ConfigKind::Long, true),
     tc!(
         "min.insync.replicas",
         Some("min.insync.replicas"),
@@ -505,11 +529,22 @@ pub fn validate_topic_config(name: &str, value: &str) -> Result<(), String> {
     if !ok {
         return Err(format!("Invalid value {value} for configuration {name}"));
     }
+    if name == "min.cleanable.dirty.ratio"
+        && !value
+            .trim()
+            .parse::<f64>()
+            .is_ok_and(|r| (0.0..=1.0).contains(&r))
+    {
+        return Err(format!(
+            "Invalid value {value} for configuration {name}: must be a number in [0, 1]"
+        ));
+    }
     let n = value.parse::<i64>().unwrap_or(0);
     let min = match name {
         "retention.ms" | "retention.bytes" => -1,
         "segment.bytes" => 14,
-        "segment.ms" | "min.insync.replicas" | "segment.index.bytes" => 1,
+        "segment.ms" | "min.insync.replicas" | "segment.index.bytes" | "max.compaction.lag.ms" => 1,
+        "delete.retention.ms" | "min.compaction.lag.ms" => 0,
         _ => i64::MIN,
     };
     if matches!(def.kind, ConfigKind::Long | ConfigKind::Int) && n < min {

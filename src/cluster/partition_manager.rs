@@ -206,15 +206,44 @@ fn all_open() -> Vec<Rc<Partition>> {
     })
 }
 
-/// Retention and time-based roll, every `log.retention.check.interval.ms`.
+/// Retention and time-based roll every `log.retention.check.interval.ms`, and a log cleaner
+/// pass on compacted partitions every `log.cleaner.backoff.ms` (when `log.cleaner.enable`). The
+/// cleaner runs in the shard's low-priority task queue so produce and fetch go first.
 pub async fn housekeeping_loop() {
-    let every = Duration::from_millis(broker_config().retention_check_interval_ms.max(100));
+    let cfg = broker_config();
+    let retention_every_ms = cfg.retention_check_interval_ms.max(100);
+    let cleaner_every_ms = cfg
+        .log_cleaner_enable
+        .then_some(cfg.log_cleaner_backoff_ms.max(100));
+    let tick_ms = cleaner_every_ms.map_or(retention_every_ms, |c| c.min(retention_every_ms));
+    let (mut since_retention_ms, mut since_cleaner_ms) = (0u64, 0u64);
     loop {
-        runtime::sleep(every).await;
-        let now = crate::server::now_ms();
-        for p in all_open() {
-            if let Err(e) = p.log.housekeeping(now).await {
-                tracing::error!(topic = %p.topic, partition = p.index, error = %e, "housekeeping failed");
+        runtime::sleep(Duration::from_millis(tick_ms)).await;
+        since_retention_ms += tick_ms;
+        since_cleaner_ms += tick_ms;
+        if since_retention_ms >= retention_every_ms {
+            since_retention_ms = 0;
+            let now = crate::server::now_ms();
+            for p in all_open() {
+                if let Err(e) = p.log.housekeeping(now).await {
+                    tracing::error!(topic = %p.topic, partition = p.index, error = %e, "housekeeping failed");
+                }
+            }
+        }
+        if cleaner_every_ms.is_some_and(|every| since_cleaner_ms >= every) {
+            since_cleaner_ms = 0;
+            for p in all_open() {
+                if !p.log.cleanup_policy().compacts() {
+                    continue;
+                }
+                let part = Rc::clone(&p);
+                let pass = runtime::run_low_priority(async move {
+                    part.log.compact(crate::server::now_ms()).await
+                })
+                .await;
+                if let Some(Err(e)) = pass {
+                    tracing::error!(topic = %p.topic, partition = p.index, error = %e, "log cleaner pass failed");
+                }
             }
         }
     }

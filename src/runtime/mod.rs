@@ -80,6 +80,40 @@ pub fn spawn<F: Future<Output = ()> + 'static>(f: F) {
     glommio::spawn_local(f).detach();
 }
 
+thread_local! {
+    /// The shard's task queue for background work (log cleaning), created on first use.
+    static LOW_PRIORITY: std::cell::Cell<Option<glommio::TaskQueueHandle>> =
+        const { std::cell::Cell::new(None) };
+}
+
+/// Shares of the background queue against the default queue's 1000: when both have work,
+/// background tasks get about a tenth of the CPU.
+const LOW_PRIORITY_SHARES: usize = 100;
+
+/// Runs `fut` in the shard's low-priority task queue and waits for it; None (logged) if it could
+/// not be spawned there.
+pub async fn run_low_priority<T: 'static>(fut: impl Future<Output = T> + 'static) -> Option<T> {
+    let tq = LOW_PRIORITY.with(|c| match c.get() {
+        Some(tq) => tq,
+        None => {
+            let tq = glommio::executor().create_task_queue(
+                glommio::Shares::Static(LOW_PRIORITY_SHARES),
+                glommio::Latency::NotImportant,
+                "background",
+            );
+            c.set(Some(tq));
+            tq
+        }
+    });
+    match glommio::spawn_local_into(fut, tq) {
+        Ok(task) => Some(task.await),
+        Err(e) => {
+            tracing::error!(error = %e, "cannot spawn into the background task queue");
+            None
+        }
+    }
+}
+
 /// Sleeps on the shard's timer wheel.
 pub async fn sleep(d: Duration) {
     glommio::timer::sleep(d).await;

@@ -54,6 +54,13 @@ impl RecentBatches {
         }
     }
 
+    /// Forgets the batches that start below `offset` (the cleaner rewrote them on disk).
+    pub fn drop_below(&mut self, offset: i64) {
+        while self.entries.front().is_some_and(|e| e.base < offset) {
+            self.pop_front();
+        }
+    }
+
     pub fn clear(&mut self) {
         while !self.entries.is_empty() {
             self.pop_front();

@@ -59,6 +59,53 @@ pub(crate) fn decompress_records(codec: i16, data: &[u8]) -> Result<Vec<u8>> {
     }
 }
 
+/// Compresses a records section with `codec` the way Kafka's own writers do (gzip; snappy in
+/// xerial framing; lz4 frame with independent blocks and no content checksum; zstd level 3), so
+/// that a rewritten batch (log compaction) keeps its codec and every client can read it.
+pub(crate) fn compress_records(codec: i16, plain: &[u8]) -> Result<Vec<u8>> {
+    use std::io::Write;
+    let fail = |what: &str, e: std::io::Error| invalid(format!("{what} compression failed: {e}"));
+    match codec {
+        1 => {
+            let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+            e.write_all(plain).map_err(|e| fail("gzip", e))?;
+            e.finish().map_err(|e| fail("gzip", e))
+        }
+        2 => {
+            let mut out = XERIAL_MAGIC.to_vec();
+            out.extend_from_slice(&1i32.to_be_bytes()); // version
+            out.extend_from_slice(&1i32.to_be_bytes()); // minimum compatible version
+            for chunk in plain.chunks(XERIAL_BLOCK) {
+                let z = snap::raw::Encoder::new()
+                    .compress_vec(chunk)
+                    .map_err(|e| invalid(format!("snappy compression failed: {e}")))?;
+                let n = u32::try_from(z.len()).map_err(|_| invalid("snappy block too large"))?;
+                out.extend_from_slice(&n.to_be_bytes());
+                out.extend_from_slice(&z);
+            }
+            Ok(out)
+        }
+        3 => {
+            let mut e = lz4::EncoderBuilder::new()
+                .block_mode(lz4::BlockMode::Independent)
+                .checksum(lz4::ContentChecksum::NoChecksum)
+                .build(Vec::new())
+                .map_err(|e| fail("lz4", e))?;
+            e.write_all(plain).map_err(|e| fail("lz4", e))?;
+            let (out, r) = e.finish();
+            r.map_err(|e| fail("lz4", e))?;
+            Ok(out)
+        }
+        4 => zstd::encode_all(plain, ZSTD_LEVEL).map_err(|e| fail("zstd", e)),
+        c => Err(invalid(format!("unknown compression codec {c}"))),
+    }
+}
+
+/// Uncompressed block size of the xerial snappy framing (snappy-java's default).
+const XERIAL_BLOCK: usize = 32 << 10;
+/// zstd level used when re-compressing (Kafka's default level).
+const ZSTD_LEVEL: i32 = 3;
+
 fn snappy(data: &[u8], limit: usize) -> Result<Vec<u8>> {
     if data.starts_with(XERIAL_MAGIC) && data.len() >= 16 {
         return snappy_xerial(&data[16..], limit);
@@ -133,6 +180,19 @@ mod tests {
             w.write_all(&plain).expect("write");
         }
         assert_eq!(decompress_records(2, &framed).expect("framed"), plain);
+    }
+
+    #[test]
+    fn compress_roundtrips_every_codec() {
+        let plain: Vec<u8> = (0..100_000u32)
+            .flat_map(|i| (i % 251).to_le_bytes())
+            .collect();
+        for codec in 1..=4 {
+            let z = compress_records(codec, &plain).expect("compress");
+            assert!(z.len() < plain.len(), "codec {codec} compresses");
+            assert_eq!(decompress_records(codec, &z).expect("decompress"), plain);
+        }
+        assert!(compress_records(5, &plain).is_err());
     }
 
     #[test]

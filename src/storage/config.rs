@@ -18,6 +18,47 @@ pub enum TimestampType {
     LogAppendTime,
 }
 
+/// `cleanup.policy`: what happens to old segments.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CleanupPolicy {
+    /// Time/size retention deletes whole old segments (Kafka's default).
+    Delete,
+    /// Only the cleaner runs: it keeps the newest record per key; retention deletes nothing.
+    Compact,
+    /// Both: the cleaner runs and retention still deletes old segments.
+    CompactDelete,
+}
+
+impl CleanupPolicy {
+    /// Parses Kafka's list form (`delete`, `compact`, `compact,delete`, in any order).
+    pub fn parse(s: &str) -> Option<CleanupPolicy> {
+        let (mut delete, mut compact) = (false, false);
+        for part in s.split(',').map(str::trim) {
+            match part {
+                "delete" => delete = true,
+                "compact" => compact = true,
+                _ => return None,
+            }
+        }
+        match (delete, compact) {
+            (true, false) => Some(CleanupPolicy::Delete),
+            (false, true) => Some(CleanupPolicy::Compact),
+            (true, true) => Some(CleanupPolicy::CompactDelete),
+            (false, false) => None,
+        }
+    }
+
+    /// Whether time/size retention deletes segments.
+    pub fn deletes(self) -> bool {
+        matches!(self, CleanupPolicy::Delete | CleanupPolicy::CompactDelete)
+    }
+
+    /// Whether the log cleaner compacts this log (and produce requires keys).
+    pub fn compacts(self) -> bool {
+        matches!(self, CleanupPolicy::Compact | CleanupPolicy::CompactDelete)
+    }
+}
+
 /// Settings of one partition log.
 #[derive(Clone, Debug)]
 pub struct LogConfig {
@@ -39,6 +80,18 @@ pub struct LogConfig {
     pub message_timestamp_type: TimestampType,
     /// Direct (O_DIRECT) or buffered writes, default Direct.
     pub io_mode: IoMode,
+    /// cleanup.policy, default Delete.
+    pub cleanup_policy: CleanupPolicy,
+    /// delete.retention.ms: how long a tombstone survives after its segment was first cleaned,
+    /// default 1 day.
+    pub delete_retention_ms: i64,
+    /// min.compaction.lag.ms: a record younger than this is never cleaned, default 0.
+    pub min_compaction_lag_ms: i64,
+    /// max.compaction.lag.ms: a dirty record older than this forces a cleaning pass whatever the
+    /// dirty ratio, default i64::MAX (never).
+    pub max_compaction_lag_ms: i64,
+    /// min.cleanable.dirty.ratio: clean when dirty bytes / non-active bytes reach this, default 0.5.
+    pub min_cleanable_dirty_ratio: f64,
 }
 
 impl Default for LogConfig {
@@ -54,6 +107,11 @@ impl Default for LogConfig {
             segment_index_bytes: 10 << 20,
             message_timestamp_type: TimestampType::CreateTime,
             io_mode: IoMode::Direct,
+            cleanup_policy: CleanupPolicy::Delete,
+            delete_retention_ms: DAY_MS,
+            min_compaction_lag_ms: 0,
+            max_compaction_lag_ms: i64::MAX,
+            min_cleanable_dirty_ratio: 0.5,
         }
     }
 }

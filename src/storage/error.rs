@@ -12,6 +12,9 @@ pub enum StorageError {
     /// Structurally bad records (count mismatch, bad varints, decompression failure).
     #[error("invalid record: {0}")]
     InvalidRecord(String),
+    /// A record without a key sent to a compacted topic (Kafka refuses it with INVALID_RECORD).
+    #[error("Compacted topic cannot accept message without key")]
+    KeylessRecordOnCompactedTopic,
     /// A batch whose magic is not 2.
     #[error("unsupported magic {0}")]
     UnsupportedMagic(i8),
@@ -34,6 +37,7 @@ impl StorageError {
             StorageError::CorruptMessage(_) => 2,
             StorageError::MessageTooLarge { .. } => 10,
             StorageError::InvalidRecord(_) => 87,
+            StorageError::KeylessRecordOnCompactedTopic => 87,
             StorageError::UnsupportedMagic(_) => 43,
             StorageError::OffsetOutOfRange { .. } => 1,
             StorageError::Io(_) => 56,
@@ -68,6 +72,7 @@ mod tests {
             10
         );
         assert_eq!(StorageError::InvalidRecord(String::new()).kafka_code(), 87);
+        assert_eq!(StorageError::KeylessRecordOnCompactedTopic.kafka_code(), 87);
         assert_eq!(StorageError::UnsupportedMagic(1).kafka_code(), 43);
         let oor = StorageError::OffsetOutOfRange {
             requested: 5,

@@ -12,6 +12,7 @@ use tracing::info;
 
 use super::batch::{validate_batches_ext, BatchInfo};
 use super::cache::RecentBatches;
+use super::compact_rewrite::require_keys;
 use super::config::{LogConfig, TimestampType};
 use super::error::{Result, StorageError};
 use super::file::{read_small_file, sync_dir};
@@ -54,6 +55,8 @@ pub struct PartitionLog {
     pub(crate) sync_count: Cell<u64>,
     /// Most recent batches, served to tailing readers without disk reads.
     pub(crate) recent: RefCell<RecentBatches>,
+    /// Set while a cleaning pass runs (one at a time per log; see `compact.rs`).
+    pub(crate) cleaner_busy: Cell<bool>,
 }
 
 /// Parses `00000000000000000123.log` into 123.
@@ -70,6 +73,8 @@ impl PartitionLog {
     /// `segment_recover.rs`): the active segment is CRC-scanned and a torn tail truncated.
     pub async fn open(dir: &Path, config: LogConfig, leader_epoch: i32) -> Result<PartitionLog> {
         std::fs::create_dir_all(dir)?;
+        // Finish or roll back a cleaning pass cut short, before any segment is looked at.
+        super::compact_files::recover(dir)?;
         let marker = dir.join(CLEAN_MARKER);
         let clean = marker.exists();
         if clean {
@@ -128,6 +133,7 @@ impl PartitionLog {
             closed: Cell::new(false),
             sync_count: Cell::new(0),
             recent: RefCell::new(RecentBatches::default()),
+            cleaner_busy: Cell::new(false),
         };
         log.recompute_max_timestamp().await?;
         Ok(log)
@@ -175,6 +181,9 @@ impl PartitionLog {
         let cfg = self.config.borrow().clone();
         let detailed = validate_batches_ext(&records, cfg.max_message_bytes)?;
         let batches: Vec<BatchInfo> = detailed.iter().map(|(b, _)| b.clone()).collect();
+        if cfg.cleanup_policy.compacts() {
+            require_keys(&records, &batches)?;
+        }
         let _permit = self
             .append_lock
             .acquire_permit(1)

@@ -77,7 +77,9 @@ impl PartitionLog {
         oldest.remove_files()
     }
 
-    /// Rolls by segment.ms, then deletes oldest segments beyond retention.bytes or retention.ms.
+    /// Rolls by segment.ms, then (cleanup.policy includes delete) deletes oldest segments beyond
+    /// retention.bytes or retention.ms. An oldest segment left empty by the cleaner counts as
+    /// expired by time.
     pub async fn housekeeping(&self, now_ms: i64) -> Result<()> {
         let _permit = self.lock().await?;
         self.check_open()?;
@@ -87,7 +89,8 @@ impl PartitionLog {
             self.roll().await?;
         }
         let mut deleted = false;
-        loop {
+        // Pure `compact` keeps every segment: only the cleaner shrinks the log.
+        while cfg.cleanup_policy.deletes() {
             let (oldest, count) = {
                 let segs = self.segments.borrow();
                 (Rc::clone(&segs[0]), segs.len())
@@ -101,7 +104,7 @@ impl PartitionLog {
             let by_time = cfg.retention_ms >= 0
                 && oldest
                     .max_timestamp()
-                    .is_some_and(|(t, _)| now_ms.saturating_sub(t) > cfg.retention_ms);
+                    .is_none_or(|(t, _)| now_ms.saturating_sub(t) > cfg.retention_ms);
             if !(by_bytes || by_time) {
                 break;
             }

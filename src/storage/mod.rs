@@ -4,10 +4,17 @@
 //!
 //! Files: `batch` (v2 framing, validation), `compression` (bounded decompression), `index`
 //! (offset/time indexes), `cache` (recent batches in memory), `file` (DMA/buffered file I/O), `segment*` (one segment: append, read,
-//! recovery), `log*` (`PartitionLog`: the public API and segment lifecycle).
+//! recovery), `log*` (`PartitionLog`: the public API and segment lifecycle), `compact*` (the log
+//! cleaner for `cleanup.policy=compact`: pass selection and swap, batch rewriting, crash-safe
+//! swap files and checkpoint).
 
 mod batch;
 mod cache;
+mod compact;
+mod compact_files;
+mod compact_rewrite;
+#[cfg(test)]
+mod compact_tests;
 mod compression;
 mod config;
 mod error;
@@ -24,6 +31,7 @@ mod segment_recover;
 mod testutil;
 
 pub use batch::{validate_batches, BatchInfo};
-pub use config::{IoMode, LogConfig, TimestampType};
+pub use compact::CompactionStats;
+pub use config::{CleanupPolicy, IoMode, LogConfig, TimestampType};
 pub use error::StorageError;
 pub use log::{AppendResult, PartitionLog};

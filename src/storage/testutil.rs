@@ -90,19 +90,40 @@ fn codec_id(c: Codec) -> i16 {
     }
 }
 
+/// (timestamp, key, value) of a record to encode; None encodes a null key or value.
+pub type OptRec<'a> = (i64, Option<&'a [u8]>, Option<&'a [u8]>);
+
 /// Encodes a v2 batch (base offset 0) holding `recs`.
 pub fn batch(c: Codec, recs: &[Rec]) -> Vec<u8> {
-    let base_ts = recs.first().map_or(0, |r| r.ts);
-    let max_ts = recs.iter().map(|r| r.ts).max().unwrap_or(-1);
+    let opt: Vec<OptRec<'_>> = recs
+        .iter()
+        .map(|r| (r.ts, Some(&r.key[..]), Some(&r.value[..])))
+        .collect();
+    batch_opt(c, &opt)
+}
+
+fn put_bytes_field(b: &mut Vec<u8>, f: Option<&[u8]>) {
+    match f {
+        None => put_varlong(b, -1),
+        Some(f) => {
+            put_varlong(b, f.len() as i64);
+            b.extend_from_slice(f);
+        }
+    }
+}
+
+/// Encodes a v2 batch (base offset 0) of (timestamp, key, value) records where a key or value
+/// may be null (tombstones, keyless records).
+pub fn batch_opt(c: Codec, recs: &[OptRec<'_>]) -> Vec<u8> {
+    let base_ts = recs.first().map_or(0, |r| r.0);
+    let max_ts = recs.iter().map(|r| r.0).max().unwrap_or(-1);
     let mut body = Vec::new();
-    for (i, r) in recs.iter().enumerate() {
+    for (i, (ts, key, value)) in recs.iter().enumerate() {
         let mut rec = vec![0u8];
-        put_varlong(&mut rec, r.ts - base_ts);
+        put_varlong(&mut rec, ts - base_ts);
         put_varlong(&mut rec, i as i64);
-        put_varlong(&mut rec, r.key.len() as i64);
-        rec.extend_from_slice(&r.key);
-        put_varlong(&mut rec, r.value.len() as i64);
-        rec.extend_from_slice(&r.value);
+        put_bytes_field(&mut rec, *key);
+        put_bytes_field(&mut rec, *value);
         put_varlong(&mut rec, 0);
         put_varlong(&mut body, rec.len() as i64);
         body.extend_from_slice(&rec);
