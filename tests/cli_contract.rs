@@ -27,7 +27,42 @@ fn assert_mentions(args: &[&str], words: &[&str]) {
 
 #[test]
 fn top_level_commands() {
-    assert_mentions(&["--help"], &["start", "topic", "produce", "consume"]);
+    assert_mentions(
+        &["--help"],
+        &["start", "topic", "group", "produce", "consume"],
+    );
+}
+
+#[test]
+fn group_subcommands() {
+    assert_mentions(
+        &["group", "--help"],
+        &[
+            "list",
+            "describe",
+            "reset-offsets",
+            "delete",
+            "delete-offsets",
+        ],
+    );
+    assert_mentions(
+        &["group", "reset-offsets", "--help"],
+        &[
+            "--topic",
+            "--partition",
+            "--to-earliest",
+            "--to-latest",
+            "--to-offset",
+            "--to-datetime",
+            "--shift-by",
+            "--execute",
+            "--bootstrap",
+        ],
+    );
+    assert_mentions(
+        &["group", "delete-offsets", "--help"],
+        &["--topic", "--partition"],
+    );
 }
 
 #[test]

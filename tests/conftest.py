@@ -276,14 +276,31 @@ def broker(broker_factory) -> Broker:
     return broker_factory(name="broker")
 
 
-@pytest.fixture(scope="module")
-def shared_broker(request, tmp_path_factory):
-    """One broker for a whole module (tests use distinct topics)."""
-    tmp = tmp_path_factory.mktemp("shared")
-    b = Broker(tmp, name="shared")
+def _module_broker(request, tmp_path_factory, name: str, settings: dict | None = None):
+    tmp = tmp_path_factory.mktemp(name)
+    b = Broker(tmp, name=name, settings=settings)
     b.start()
     request.module._shared_brokers = [b]
     yield b
     died = b.died_unexpectedly()
     b.stop()
-    assert not died, f"shared broker died during the module (exit {b.proc.returncode})"
+    assert not died, f"{name} broker died during the module (exit {b.proc.returncode})"
+
+
+@pytest.fixture(scope="module")
+def shared_broker(request, tmp_path_factory):
+    """One broker for a whole module (tests use distinct topics)."""
+    yield from _module_broker(request, tmp_path_factory, "shared")
+
+
+def group_settings() -> dict:
+    """Broker settings for consumer-group tests (`groupclients.GROUP_SETTINGS`);
+    none under tansu, which takes no settings (its defaults then apply)."""
+    from groupclients import GROUP_SETTINGS
+    return {} if is_tansu() else dict(GROUP_SETTINGS)
+
+
+@pytest.fixture(scope="module")
+def group_broker(request, tmp_path_factory):
+    """One broker per module with the group settings (tests use distinct groups)."""
+    yield from _module_broker(request, tmp_path_factory, "groups", group_settings())

@@ -1,10 +1,11 @@
-//! The `sluice` command line: `start` runs the broker; `topic`, `produce` and
-//! `consume` are Kafka clients (see `client`) that talk to any Kafka-protocol
+//! The `sluice` command line: `start` runs the broker; `topic`, `group`,
+//! `produce` and `consume` are Kafka clients (see `client`) that talk to any Kafka-protocol
 //! broker, Sluice or not. Every command and option is documented in docs/cli.md.
 
 mod client;
 mod consume;
 mod format;
+mod group;
 mod partitioner;
 mod produce;
 mod records;
@@ -30,6 +31,8 @@ enum Command {
     Start(crate::config::StartArgs),
     /// Create, list, describe, delete and alter topics.
     Topic(topic::TopicArgs),
+    /// List, describe and delete consumer groups; reset or delete their offsets.
+    Group(group::GroupArgs),
     /// Write lines from stdin (or a file) to a topic, one record per line.
     Produce(produce::ProduceArgs),
     /// Print records of a topic, one per line.
@@ -73,6 +76,7 @@ pub fn main() -> ExitCode {
     let result = match cli.command {
         Command::Start(args) => crate::server::run_start(args),
         Command::Topic(args) => topic::run(args),
+        Command::Group(args) => group::run(args),
         Command::Produce(args) => produce::run(args),
         Command::Consume(args) => consume::run(args),
     };
@@ -124,6 +128,28 @@ mod tests {
         };
         assert_eq!(args.client.bootstrap, "10.0.0.1:9093");
         assert_eq!(args.client.timeout_ms, 500);
+    }
+
+    #[test]
+    fn reset_offsets_takes_exactly_one_target() {
+        let base = ["sluice", "group", "reset-offsets", "g", "--topic", "t"];
+        let parse = |extra: &[&str]| {
+            let mut argv = base.to_vec();
+            argv.extend_from_slice(extra);
+            Cli::try_parse_from(argv)
+        };
+        assert!(
+            parse(&["--shift-by", "-5"]).is_ok(),
+            "negative shift parses"
+        );
+        assert!(parse(&["--to-earliest", "--execute"]).is_ok());
+        assert!(parse(&["--to-datetime", "2024-05-01T12:00:00Z"]).is_ok());
+        assert!(parse(&[]).is_err(), "a target is required");
+        assert!(
+            parse(&["--to-earliest", "--to-latest"]).is_err(),
+            "one target only"
+        );
+        assert!(parse(&["--to-datetime", "yesterday"]).is_err());
     }
 
     #[test]

@@ -577,6 +577,12 @@ impl Group {
         if self.leader.is_none() {
             self.leader = Some(id);
         }
+        if self.members.is_empty() {
+            // The first member sets the protocol type (as Kafka's
+            // GroupMetadata.add does), so that members joining before the
+            // first round completes are checked against it, not against none.
+            self.protocol_type = Some(req.protocol_type.clone());
+        }
         self.members.push(m);
         if self.state == GroupState::PreparingRebalance && self.join_not_before_ms > now {
             // An empty group's initial delay restarts with every new member.

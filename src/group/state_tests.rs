@@ -238,3 +238,21 @@ fn group_value_round_trips_through_restore() {
     assert_eq!(r.members[0].assignment, Bytes::from("X"));
     assert_eq!(r.members[0].metadata("range"), Bytes::from("range"));
 }
+
+#[test]
+fn members_joining_before_the_first_rebalance_completes_are_accepted() {
+    // Two members get their ids (MEMBER_ID_REQUIRED) before either rejoins;
+    // the first one's rejoin cannot complete the round (the second is still
+    // pending), and the second's rejoin must still be accepted: the group
+    // took its protocol type from its first member, as Kafka's does.
+    let mut g = Group::new("g", 0);
+    for id in ["m1", "m2"] {
+        let first = now_of(g.join(req("", None, &["range"]), &limits(), 0, || id.into()));
+        assert_eq!(first.error, E::MemberIdRequired.code());
+    }
+    let mut rx1 = wait_of(g.join(req("m1", None, &["range"]), &limits(), 0, || unreachable!()));
+    let mut rx2 = wait_of(g.join(req("m2", None, &["range"]), &limits(), 0, || unreachable!()));
+    let (j1, j2) = (ready(&mut rx1), ready(&mut rx2));
+    assert_eq!((j1.error, j2.error), (0, 0));
+    assert_eq!((j1.generation, j2.generation), (1, 1));
+}
