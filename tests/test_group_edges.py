@@ -170,3 +170,59 @@ def test_offsets_of_an_empty_group_expire(broker_factory):
     assert off is not None and off < 0, f"offset still committed: {off}"
     groups = admin(bs).list_consumer_groups().result(timeout=10).valid
     assert g not in {x.group_id for x in groups}
+
+
+@pytest.mark.sluice_only
+def test_batched_group_requests_from_kafka_python_admin(broker_factory):
+    """kafka-python 3's admin client sends the batched forms: FindCoordinator
+    v4 (several keys), OffsetFetch v8 (several groups in one request) and
+    LeaveGroup v3+ (several members, static ones by instance id)."""
+    from kafka import TopicPartition as KTP
+    from kafka.admin import KafkaAdminClient, MemberToRemove
+
+    b = broker_factory(settings=GROUP_SETTINGS)
+    bs = b.bootstrap
+    topic = uniq("batch")
+    create_topic(bs, topic, partitions=2)
+    groups = [uniq("bg") for _ in range(3)]
+    for i, g in enumerate(groups):
+        c = consumer(bs, g)
+        c.commit(offsets=[TopicPartition(topic, 0, 10 + i), TopicPartition(topic, 1, 20 + i)],
+                 asynchronous=False)
+        c.close()
+    ka = KafkaAdminClient(bootstrap_servers=bs)
+    try:
+        got = ka.list_group_offsets({g: None for g in groups})
+        assert set(got) == set(groups)
+        for i, g in enumerate(groups):
+            offs = {tp.partition: om.offset for tp, om in got[g].items() if tp.topic == topic}
+            assert offs == {0: 10 + i, 1: 20 + i}, (g, got[g])
+        # Only some partitions, for one group.
+        one = ka.list_group_offsets({groups[0]: [KTP(topic, 1)]})
+        assert {tp.partition: om.offset for tp, om in one[groups[0]].items()} == {1: 20}
+
+        # Two static members, removed together by instance id.
+        g = uniq("static")
+        assigned = {}
+        cs = []
+        for name in ("s1", "s2"):
+            c = consumer(bs, g, **{"group.instance.id": name})
+            c.subscribe([topic], on_assign=lambda c_, ps, n=name: assigned.__setitem__(n, ps))
+            cs.append(c)
+        assert poll_until(cs, lambda: len(assigned) == 2 and all(assigned.values()))
+        # Several groups at once: one batched FindCoordinator for their keys.
+        desc = ka.describe_groups(groups + [g])
+        assert set(desc) == set(groups + [g])
+        assert all(desc[x]["group_state"] == "Empty" for x in groups), desc
+        assert desc[g]["group_state"] == "Stable", desc[g]
+        assert sorted(m["group_instance_id"] for m in desc[g]["members"]) == ["s1", "s2"]
+        res = ka.remove_group_members(g, [MemberToRemove(group_instance_id="s1"),
+                                          MemberToRemove(group_instance_id="s2"),
+                                          MemberToRemove(group_instance_id="nobody")])
+        codes = {k: v.__name__ for k, v in res.items()}
+        assert codes["s1"] == "NoError" and codes["s2"] == "NoError", codes
+        assert codes["nobody"] == "UnknownMemberIdError", codes
+        for c in cs:
+            c.close()
+    finally:
+        ka.close()
