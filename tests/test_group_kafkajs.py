@@ -39,8 +39,10 @@ def test_kafkajs_group_splits_and_commits(broker_factory):
     assert out.returncode == 0, out.stderr[-3000:]
     r = json.loads(out.stdout.strip().splitlines()[-1])
     assert r["seen"] == count and r["unique"] == count, r
-    a, bb = set(r["assigned"]["a"]), set(r["assigned"]["b"])
+    # The partitions each member consumed from: both members took part, and
+    # no partition was read by both (records were produced only after both
+    # had joined). KafkaJS's GROUP_JOIN payload ("assigned") can still show
+    # the previous generation's assignment, so it only gates the produce.
+    a, bb = set(r["partitions"]["a"]), set(r["partitions"]["b"])
     assert a and bb and not (a & bb) and a | bb == {0, 1, 2, 3}, r
-    # Each member consumed only from its own partitions.
-    assert set(r["partitions"]["a"]) <= a and set(r["partitions"]["b"]) <= bb, r
     assert r["committed"] == count, r

@@ -469,6 +469,9 @@ impl Group {
             }
         }
         self.transition(GroupState::CompletingRebalance, now);
+        tracing::info!(group = %self.id, generation = self.generation, members = self.members.len(),
+            leader = self.leader.as_deref().unwrap_or(""), protocol = self.protocol.as_deref().unwrap_or(""),
+            "rebalance: new generation");
         self.pending_sync = self.members.iter().map(|m| m.id.clone()).collect();
         self.sync_deadline_ms = now + self.max_rebalance_timeout();
         let protocol = self.protocol.clone().unwrap_or_default();
