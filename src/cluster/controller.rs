@@ -420,3 +420,33 @@ async fn alter_local(items: Vec<(String, ConfigChange, bool)>) -> Vec<Result<(),
     }
     results
 }
+
+/// Producer ids handed to a shard at a time, so InitProducerId rarely needs
+/// the controller.
+pub const PRODUCER_ID_BLOCK: i64 = 1000;
+
+/// Reserves the next block of producer ids (persisted before it is returned,
+/// so no id is handed out twice, even across a crash). Returns its first id.
+pub async fn allocate_producer_ids() -> Result<i64, Refusal> {
+    let mut out = on_controller(1, || async {
+        let mut next = (*image()).clone();
+        let start = next.next_producer_id.max(0);
+        let Some(end) = start.checked_add(PRODUCER_ID_BLOCK) else {
+            return vec![Err(Refusal::new(
+                ResponseError::UnknownServerError,
+                "producer ids exhausted",
+            ))];
+        };
+        next.next_producer_id = end;
+        let mut results = vec![Ok(start)];
+        commit(next, true, &mut results);
+        results
+    })
+    .await;
+    out.pop().unwrap_or_else(|| {
+        Err(Refusal::new(
+            ResponseError::UnknownServerError,
+            "no answer from the controller",
+        ))
+    })
+}

@@ -8,6 +8,7 @@
 
 pub mod controller;
 pub mod partition_manager;
+pub mod producer_ids;
 pub mod store;
 
 use std::collections::BTreeMap;
@@ -39,6 +40,9 @@ pub struct TopicMeta {
 pub struct MetadataImage {
     pub cluster_id: String,
     pub topics: BTreeMap<String, Arc<TopicMeta>>,
+    /// Producer ids below this have been handed out (in blocks); never reused.
+    #[serde(default)]
+    pub next_producer_id: i64,
 }
 
 impl MetadataImage {

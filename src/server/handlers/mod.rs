@@ -9,6 +9,7 @@ mod api_versions;
 mod describe_cluster;
 mod fetch;
 mod groups;
+mod init_producer_id;
 mod list_offsets;
 mod metadata;
 mod produce;
@@ -64,6 +65,7 @@ pub async fn handle(frame: Bytes, client_host: &str) -> Result<Option<Bytes>, Fr
         ApiKey::DescribeCluster => {
             respond(&req, describe_cluster::handle(&req, decode_body(&req)?))
         }
+        ApiKey::InitProducerId => respond(&req, init_producer_id::handle(decode_body(&req)?).await),
         ApiKey::FindCoordinator => respond(
             &req,
             groups::find_coordinator(&req, decode_body(&req)?).await,
