@@ -213,7 +213,8 @@ impl PartitionLog {
         // Idempotence checks, atomic with the offset assignment because the lock is held.
         let staged = if batches.iter().any(|b| b.producer_id >= 0) {
             let pbs = ProducerBatch::from_infos(&batches, base_offset, append_time);
-            match self.producer_state.borrow().stage(&pbs)? {
+            let decision = self.producer_state.borrow().stage(&pbs)?;
+            match decision {
                 Staged::Duplicate { first, last } => {
                     return Ok(AppendResult {
                         base_offset: first.first_offset,

@@ -401,3 +401,50 @@ fn log_append_time_duplicate_reports_the_original_time() {
         assert_eq!(log.producers()[0].last_timestamp, 777);
     });
 }
+
+#[test]
+fn compaction_dropping_a_producers_batches_keeps_its_state_in_snapshots() {
+    run(|| async {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let cfg = LogConfig {
+            cleanup_policy: super::config::CleanupPolicy::Compact,
+            min_cleanable_dirty_ratio: 0.0,
+            ..config()
+        };
+        let log = open(dir.path(), cfg.clone()).await;
+        // Every record has the same key: later batches supersede producer 1's only batch.
+        append(&log, pbatch(1, 0, 0, 2, 1000)).await;
+        for _ in 0..40 {
+            append(&log, pbatch(-1, -1, -1, 2, 1000)).await;
+        }
+        let stats = log
+            .compact(2000)
+            .await
+            .expect("compact")
+            .expect("a pass ran");
+        assert!(stats.records_removed > 0);
+        let first = log.read(0, 1 << 20, i64::MAX).await.expect("read");
+        let h = super::batch::BatchHeader::parse(&first).expect("a batch");
+        assert_eq!(h.producer_id, -1, "producer 1's batch was compacted away");
+        let before = log.producers();
+        assert_eq!(before.len(), 1);
+        drop(log); // unclean: the snapshot taken at a roll after its batch remembers it
+        let log = open(dir.path(), cfg.clone()).await;
+        assert_eq!(log.producers(), before);
+        let r = log
+            .append(pbatch(1, 0, 0, 2, 1000), 1)
+            .await
+            .expect("retry");
+        assert!(r.duplicate);
+        assert_eq!(r.base_offset, 0);
+        // Without snapshots nothing in the log remembers it: it is unknown, hence accepted at
+        // any sequence (the documented limit of this cleaner, which drops empty batches).
+        drop(log);
+        for s in snapshots(dir.path()) {
+            std::fs::remove_file(dir.path().join(s)).expect("rm");
+        }
+        let log = open(dir.path(), cfg).await;
+        assert!(log.producers().is_empty());
+        append(&log, pbatch(1, 0, 99, 1, 1000)).await;
+    });
+}
