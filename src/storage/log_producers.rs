@@ -13,7 +13,8 @@
 //! Snapshots are an accelerator and a memory of what the log no longer holds, never the only
 //! record of acknowledged state: failing to write one is logged, not fatal. What the log no
 //! longer holds: retention or DeleteRecords deleting a producer's batches, or compaction dropping
-//! all records of its last batches (this cleaner, unlike Kafka's, does not keep empty batches).
+//! all records of its last batches (this cleaner, unlike Kafka's, does not keep empty batches; a
+//! batch it only trims keeps its base sequence and lastOffsetDelta, so replay reads its range).
 //! If no snapshot covers that producer either, its state is simply unknown after a restart, and
 //! an unknown producer's next batch is accepted at any sequence (KIP-360), so only duplicate
 //! detection of its in-flight retries is lost.

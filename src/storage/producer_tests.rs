@@ -14,7 +14,7 @@ use super::config::{IoMode, LogConfig};
 use super::error::StorageError;
 use super::log::{AppendResult, PartitionLog};
 use super::log_producers::ProducerSnapshot;
-use super::testutil::{fix_crc, run, simple_batch};
+use super::testutil::{batch, fix_crc, run, simple_batch, Codec, Rec};
 
 fn config() -> LogConfig {
     LogConfig {
@@ -27,7 +27,11 @@ fn config() -> LogConfig {
 
 /// A batch of `n` records (timestamps `ts..`) from producer `pid`, `epoch`, base sequence `seq`.
 fn pbatch(pid: i64, epoch: i16, seq: i32, n: usize, ts: i64) -> Bytes {
-    let mut b = simple_batch(n, ts, 20);
+    with_producer(simple_batch(n, ts, 20), pid, epoch, seq)
+}
+
+/// Sets a test batch's producer id, epoch and base sequence.
+fn with_producer(mut b: Vec<u8>, pid: i64, epoch: i16, seq: i32) -> Bytes {
     b[OFF_PRODUCER_ID..OFF_PRODUCER_ID + 8].copy_from_slice(&pid.to_be_bytes());
     b[OFF_PRODUCER_EPOCH..OFF_PRODUCER_EPOCH + 2].copy_from_slice(&epoch.to_be_bytes());
     b[OFF_BASE_SEQUENCE..OFF_BASE_SEQUENCE + 4].copy_from_slice(&seq.to_be_bytes());
@@ -446,5 +450,45 @@ fn compaction_dropping_a_producers_batches_keeps_its_state_in_snapshots() {
         let log = open(dir.path(), cfg).await;
         assert!(log.producers().is_empty());
         append(&log, pbatch(1, 0, 99, 1, 1000)).await;
+    });
+}
+
+#[test]
+fn replay_reads_the_sequence_range_of_a_batch_compaction_trimmed() {
+    run(|| async {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let cfg = LogConfig {
+            cleanup_policy: super::config::CleanupPolicy::Compact,
+            min_cleanable_dirty_ratio: 0.0,
+            ..config()
+        };
+        let log = open(dir.path(), cfg.clone()).await;
+        // Producer 1's batch: its second (last) record's key is superseded later.
+        let recs = [Rec::new(1000, b"own", b"v"), Rec::new(1000, b"key", b"v")];
+        let mine = with_producer(batch(Codec::Lz4, &recs), 1, 0, 10);
+        append(&log, mine.clone()).await;
+        for _ in 0..40 {
+            append(&log, pbatch(-1, -1, -1, 2, 1000)).await;
+        }
+        log.compact(2000)
+            .await
+            .expect("compact")
+            .expect("a pass ran");
+        let first = log.read(0, 1 << 20, i64::MAX).await.expect("read");
+        let h = super::batch::BatchHeader::parse(&first).expect("a batch");
+        assert_eq!(
+            (h.producer_id, h.records_count),
+            (1, 1),
+            "trimmed, not dropped"
+        );
+        // Only the log remembers it now.
+        drop(log);
+        for s in snapshots(dir.path()) {
+            std::fs::remove_file(dir.path().join(s)).expect("rm");
+        }
+        let log = open(dir.path(), cfg).await;
+        assert_eq!(log.producers()[0].last_sequence, 11);
+        assert!(log.append(mine, 1).await.expect("retry").duplicate);
+        append(&log, pbatch(1, 0, 12, 1, 1000)).await;
     });
 }
