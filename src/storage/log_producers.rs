@@ -10,6 +10,9 @@
 //! kill -9 brings back the state of exactly the batches recovery kept: the acknowledged ones
 //! (acks need a flush, and recovery keeps every flushed batch).
 //!
+//! A segment whose headers cannot be walked is skipped with a warning rather than failing the
+//! open (its producers may become unknown).
+//!
 //! Snapshots are an accelerator and a memory of what the log no longer holds, never the only
 //! record of acknowledged state: failing to write one is logged, not fatal. What the log no
 //! longer holds: retention or DeleteRecords deleting a producer's batches, or compaction dropping
@@ -75,23 +78,31 @@ impl PartitionLog {
             if seg.next_offset() <= from {
                 continue;
             }
-            seg.for_each_header(from, |h| {
-                if h.base_offset < from {
-                    return;
-                }
-                replayed += 1;
-                map.replay(&ProducerBatch {
-                    producer_id: h.producer_id,
-                    epoch: h.producer_epoch,
-                    base_sequence: h.base_sequence,
-                    last_offset_delta: h.last_offset_delta,
-                    first_offset: h.base_offset,
-                    max_timestamp: h.max_timestamp,
-                    transactional: h.attributes & super::compact_rewrite::ATTR_TRANSACTIONAL != 0,
-                    control: h.attributes & super::compact_rewrite::ATTR_CONTROL != 0,
-                });
-            })
-            .await?;
+            let walked = seg
+                .for_each_header(from, |h| {
+                    if h.base_offset < from {
+                        return;
+                    }
+                    replayed += 1;
+                    map.replay(&ProducerBatch {
+                        producer_id: h.producer_id,
+                        epoch: h.producer_epoch,
+                        base_sequence: h.base_sequence,
+                        last_offset_delta: h.last_offset_delta,
+                        first_offset: h.base_offset,
+                        max_timestamp: h.max_timestamp,
+                        transactional: h.attributes & super::compact_rewrite::ATTR_TRANSACTIONAL
+                            != 0,
+                        control: h.attributes & super::compact_rewrite::ATTR_CONTROL != 0,
+                    });
+                })
+                .await;
+            // A sealed segment with an unreadable header (its data is unreadable to fetches too)
+            // must not keep the partition offline: its producers' batches are skipped, and a
+            // producer left unknown is accepted at any sequence.
+            if let Err(e) = walked {
+                warn!(dir = %self.dir.display(), segment = seg.base_offset, "producer state replay skips the rest of a segment: {e}");
+            }
         }
         if replayed > 0 || !map.producers.is_empty() {
             info!(dir = %self.dir.display(), snapshot_offset = from, replayed_batches = replayed, producers = map.producers.len(), "loaded producer state");

@@ -492,3 +492,25 @@ fn replay_reads_the_sequence_range_of_a_batch_compaction_trimmed() {
         append(&log, pbatch(1, 0, 12, 1, 1000)).await;
     });
 }
+
+#[test]
+fn unreadable_sealed_segment_does_not_block_the_open() {
+    run(|| async {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let log = open(dir.path(), config()).await;
+        busy_log(&log, 30).await;
+        let before = log.producers();
+        log.close().await.expect("close");
+        for s in snapshots(dir.path()) {
+            std::fs::remove_file(dir.path().join(s)).expect("rm");
+        }
+        // Break the magic byte of the first batch of the first (sealed) segment.
+        let first = dir.path().join(format!("{:020}.log", 0));
+        let mut b = std::fs::read(&first).expect("read segment");
+        b[super::batch::OFF_MAGIC] = 0;
+        std::fs::write(&first, &b).expect("write segment");
+        let log = open(dir.path(), config()).await;
+        // Every producer wrote its last batches in later segments.
+        assert_eq!(log.producers(), before);
+    });
+}
