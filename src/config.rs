@@ -78,6 +78,7 @@ pub const BROKER_SETTINGS: &[BrokerSetting] = &[
     BrokerSetting { key: "offsets.retention.minutes", default: "10080", doc: "committed offsets of a group that has been empty this long are deleted" },
     BrokerSetting { key: "offsets.retention.check.interval.ms", default: "600000", doc: "how often each shard looks for expired offsets" },
     BrokerSetting { key: "offset.metadata.max.bytes", default: "4096", doc: "largest metadata string of one committed offset (else OFFSET_METADATA_TOO_LARGE)" },
+    BrokerSetting { key: "producer.id.expiration.ms", default: "86400000", doc: "an idempotent producer's state in a partition (last sequences, epoch) is dropped when its last batch is older than this; its next batch is then accepted with any sequence" },
     BrokerSetting { key: "io_memory", default: "0", doc: "glommio registered I/O memory per shard in bytes; 0 = sized from RLIMIT_MEMLOCK" },
 ];
 
@@ -296,6 +297,20 @@ impl BrokerConfig {
             }
             Ok(n)
         };
+        let expiration_text = self
+            .values
+            .get("producer.id.expiration.ms")
+            .map_or("86400000", String::as_str);
+        let producer_id_expiration_ms = expiration_text
+            .trim()
+            .parse::<i64>()
+            .ok()
+            .filter(|ms| *ms >= 1)
+            .with_context(|| {
+                format!(
+                    "producer.id.expiration.ms must be an integer >= 1, got {expiration_text:?}"
+                )
+            })?;
         let policy = v("cleanup.policy");
         let cleanup_policy = CleanupPolicy::parse(&policy).with_context(|| {
             format!("cleanup.policy must be delete, compact or compact,delete, got {policy:?}")
@@ -324,6 +339,7 @@ impl BrokerConfig {
             segment_index_bytes: positive("segment.index.bytes", 8)? as usize,
             message_timestamp_type: ts,
             io_mode,
+            producer_id_expiration_ms,
         })
     }
 }

@@ -18,6 +18,8 @@ pub(crate) const OFF_LAST_OFFSET_DELTA: usize = 23;
 pub(crate) const OFF_BASE_TIMESTAMP: usize = 27;
 pub(crate) const OFF_MAX_TIMESTAMP: usize = 35;
 pub(crate) const OFF_PRODUCER_ID: usize = 43;
+pub(crate) const OFF_PRODUCER_EPOCH: usize = 51;
+pub(crate) const OFF_BASE_SEQUENCE: usize = 53;
 pub(crate) const OFF_RECORDS_COUNT: usize = 57;
 /// Attribute bit for LogAppendTime.
 pub(crate) const ATTR_LOG_APPEND_TIME: i16 = 1 << 3;
@@ -32,7 +34,10 @@ pub struct BatchInfo {
     /// Whole batch size in bytes (12 + batchLength).
     pub size: usize,
     pub attributes: i16,
+    /// -1 for a batch of a producer that is not idempotent.
     pub producer_id: i64,
+    pub producer_epoch: i16,
+    pub base_sequence: i32,
 }
 
 pub(crate) fn be_i16(b: &[u8], at: usize) -> i16 {
@@ -61,6 +66,9 @@ pub(crate) struct BatchHeader {
     pub last_offset_delta: i32,
     pub base_timestamp: i64,
     pub max_timestamp: i64,
+    pub producer_id: i64,
+    pub producer_epoch: i16,
+    pub base_sequence: i32,
     pub records_count: i32,
 }
 
@@ -79,6 +87,9 @@ impl BatchHeader {
             last_offset_delta: be_i32(b, OFF_LAST_OFFSET_DELTA),
             base_timestamp: be_i64(b, OFF_BASE_TIMESTAMP),
             max_timestamp: be_i64(b, OFF_MAX_TIMESTAMP),
+            producer_id: be_i64(b, OFF_PRODUCER_ID),
+            producer_epoch: be_i16(b, OFF_PRODUCER_EPOCH),
+            base_sequence: be_i32(b, OFF_BASE_SEQUENCE),
             records_count: be_i32(b, OFF_RECORDS_COUNT),
         })
     }
@@ -317,7 +328,9 @@ pub(crate) fn validate_batches_ext(
             records_count: h.records_count,
             size,
             attributes: h.attributes,
-            producer_id: be_i64(batch, OFF_PRODUCER_ID),
+            producer_id: h.producer_id,
+            producer_epoch: h.producer_epoch,
+            base_sequence: h.base_sequence,
         };
         out.push((info, max_delta.unwrap_or(h.last_offset_delta)));
         pos += size;

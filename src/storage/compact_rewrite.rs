@@ -3,7 +3,8 @@
 //! those. A rebuilt batch keeps its base offset, base timestamp, attributes (codec included),
 //! producer id/epoch and base sequence; each kept record is copied byte for byte, so its offset
 //! delta and timestamp delta (relative to the unchanged base) still give its original offset and
-//! timestamp. recordsCount, lastOffsetDelta (that of the last kept record), maxTimestamp,
+//! timestamp. recordsCount, lastOffsetDelta (that of the last kept record, except in an
+//! idempotent producer's batch, which keeps its own so its sequence range stays), maxTimestamp,
 //! batchLength and the CRC-32C are recomputed. The produce-side key check for compacted topics is
 //! here too.
 
@@ -139,8 +140,16 @@ pub(crate) fn rebuild_batch(
             .unwrap_or(h.max_timestamp)
     };
     out[OFF_LENGTH..OFF_LENGTH + 4].copy_from_slice(&length.to_be_bytes());
+    // An idempotent producer's batch keeps its lastOffsetDelta (as Kafka's cleaner keeps it for
+    // every batch): baseSequence + lastOffsetDelta is the batch's last sequence, which producer
+    // state replay (`log_producers.rs`) reads back from the header.
+    let last_delta = if h.producer_id >= 0 {
+        h.last_offset_delta
+    } else {
+        last.offset_delta
+    };
     out[OFF_LAST_OFFSET_DELTA..OFF_LAST_OFFSET_DELTA + 4]
-        .copy_from_slice(&last.offset_delta.to_be_bytes());
+        .copy_from_slice(&last_delta.to_be_bytes());
     out[OFF_MAX_TIMESTAMP..OFF_MAX_TIMESTAMP + 8].copy_from_slice(&max_ts.to_be_bytes());
     out[OFF_RECORDS_COUNT..OFF_RECORDS_COUNT + 4].copy_from_slice(&count.to_be_bytes());
     let crc = batch_crc(&out);
@@ -210,6 +219,15 @@ mod tests {
             assert_eq!(nh.records_count, 3);
             assert_eq!(nh.last_offset_delta, 4);
             assert_eq!(nh.max_timestamp, 1004);
+            // An idempotent producer's batch keeps its sequence range: lastOffsetDelta stays.
+            let mut pb = b.clone();
+            pb[43..51].copy_from_slice(&7i64.to_be_bytes());
+            crate::storage::testutil::fix_crc(&mut pb);
+            let ph = BatchHeader::parse(&pb).expect("header");
+            let pout = rebuild_batch(&pb, &ph, &kept).expect("rebuild");
+            let pnh = BatchHeader::parse(&pout).expect("header");
+            assert_eq!((pnh.records_count, pnh.last_offset_delta), (3, 5));
+            assert_eq!(batch_crc(&pout), pnh.crc);
             assert_eq!(batch_crc(&out), nh.crc);
             assert_eq!(nh.total_size(), Some(out.len()));
             let plain = records_section(&out, &nh).expect("records");

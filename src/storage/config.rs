@@ -92,6 +92,10 @@ pub struct LogConfig {
     pub max_compaction_lag_ms: i64,
     /// min.cleanable.dirty.ratio: clean when dirty bytes / non-active bytes reach this, default 0.5.
     pub min_cleanable_dirty_ratio: f64,
+    /// producer.id.expiration.ms (broker-wide in Kafka): an idempotent producer whose last batch
+    /// is older than this, and that has no open transaction, is forgotten at housekeeping;
+    /// default 1 day.
+    pub producer_id_expiration_ms: i64,
 }
 
 impl Default for LogConfig {
@@ -112,6 +116,7 @@ impl Default for LogConfig {
             min_compaction_lag_ms: 0,
             max_compaction_lag_ms: i64::MAX,
             min_cleanable_dirty_ratio: 0.5,
+            producer_id_expiration_ms: DAY_MS,
         }
     }
 }

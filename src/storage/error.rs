@@ -25,6 +25,15 @@ pub enum StorageError {
         log_start: i64,
         log_end: i64,
     },
+    /// An idempotent producer's batch whose base sequence does not follow the last one
+    /// appended for its producer id and epoch (or is not 0 after an epoch bump). The producer
+    /// must not retry the batch as is.
+    #[error("out of order sequence number: {0}")]
+    OutOfOrderSequence(String),
+    /// A batch whose producer epoch is older than the partition's current epoch for that
+    /// producer id: another producer instance with the same transactional id fenced this one.
+    #[error("invalid producer epoch: {0}")]
+    InvalidProducerEpoch(String),
     /// Any disk error.
     #[error("storage i/o error: {0}")]
     Io(String),
@@ -40,6 +49,8 @@ impl StorageError {
             StorageError::KeylessRecordOnCompactedTopic => 87,
             StorageError::UnsupportedMagic(_) => 43,
             StorageError::OffsetOutOfRange { .. } => 1,
+            StorageError::OutOfOrderSequence(_) => 45,
+            StorageError::InvalidProducerEpoch(_) => 47,
             StorageError::Io(_) => 56,
         }
     }
@@ -81,5 +92,13 @@ mod tests {
         };
         assert_eq!(oor.kafka_code(), 1);
         assert_eq!(StorageError::Io(String::new()).kafka_code(), 56);
+        assert_eq!(
+            StorageError::OutOfOrderSequence(String::new()).kafka_code(),
+            45
+        );
+        assert_eq!(
+            StorageError::InvalidProducerEpoch(String::new()).kafka_code(),
+            47
+        );
     }
 }

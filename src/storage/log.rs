@@ -1,6 +1,8 @@
 //! `PartitionLog`: one partition's segmented log on one glommio shard. Opening and recovery,
-//! append (serialised, with offset assignment), group-commit flush, reads and timestamp lookups.
-//! Retention, rolling and shutdown are in `log_maint.rs`.
+//! append (serialised, with offset assignment and the idempotent-producer checks of
+//! `producer_state.rs`), group-commit flush, reads and timestamp lookups. Retention, rolling and
+//! shutdown are in `log_maint.rs`; loading, snapshotting and expiring producer state in
+//! `log_producers.rs`.
 
 use std::cell::{Cell, RefCell};
 use std::path::{Path, PathBuf};
@@ -16,6 +18,7 @@ use super::compact_rewrite::require_keys;
 use super::config::{LogConfig, TimestampType};
 use super::error::{Result, StorageError};
 use super::file::{read_small_file, sync_dir};
+use super::producer_state::{ProducerBatch, ProducerStateMap, Staged};
 use super::segment::{AppendPlan, Segment};
 
 /// Marker written by a clean close and removed on open.
@@ -31,6 +34,10 @@ pub struct AppendResult {
     /// -1 unless the topic uses LogAppendTime.
     pub log_append_time_ms: i64,
     pub log_start_offset: i64,
+    /// The record set retried batches already in the log (idempotent producer): nothing was
+    /// appended, and the offsets (and append time) are those of the original batches. Kafka
+    /// answers such a produce with NONE and these offsets.
+    pub duplicate: bool,
 }
 
 /// One partition's log (not Send: lives on one shard, shared as `Rc<PartitionLog>`).
@@ -57,6 +64,9 @@ pub struct PartitionLog {
     pub(crate) recent: RefCell<RecentBatches>,
     /// Set while a cleaning pass runs (one at a time per log; see `compact.rs`).
     pub(crate) cleaner_busy: Cell<bool>,
+    /// Idempotent producers' state, covering every batch below `log_end`. Changed only under
+    /// the append lock; never borrowed across an await.
+    pub(crate) producer_state: RefCell<ProducerStateMap>,
 }
 
 /// Parses `00000000000000000123.log` into 123.
@@ -134,8 +144,10 @@ impl PartitionLog {
             sync_count: Cell::new(0),
             recent: RefCell::new(RecentBatches::default()),
             cleaner_busy: Cell::new(false),
+            producer_state: RefCell::new(ProducerStateMap::default()),
         };
         log.recompute_max_timestamp().await?;
+        log.load_producer_state().await?;
         Ok(log)
     }
 
@@ -196,10 +208,29 @@ impl PartitionLog {
             .sum();
         let base_offset = self.log_end.get();
         let last_offset = base_offset + count - 1;
-        self.maybe_roll(&cfg, records.len() as u64, last_offset, now_ms)
-            .await?;
         let append_time =
             (cfg.message_timestamp_type == TimestampType::LogAppendTime).then_some(now_ms);
+        // Idempotence checks, atomic with the offset assignment because the lock is held.
+        let staged = if batches.iter().any(|b| b.producer_id >= 0) {
+            let pbs = ProducerBatch::from_infos(&batches, base_offset, append_time);
+            let decision = self.producer_state.borrow().stage(&pbs)?;
+            match decision {
+                Staged::Duplicate { first, last } => {
+                    return Ok(AppendResult {
+                        base_offset: first.first_offset,
+                        last_offset: last.last_offset,
+                        log_append_time_ms: append_time.map_or(-1, |_| first.max_timestamp),
+                        log_start_offset: self.log_start.get(),
+                        duplicate: true,
+                    });
+                }
+                Staged::Append(updated) => Some(updated),
+            }
+        } else {
+            None
+        };
+        self.maybe_roll(&cfg, records.len() as u64, last_offset, now_ms)
+            .await?;
         let plan = AppendPlan {
             batches: &batches,
             first_offset: base_offset,
@@ -210,6 +241,9 @@ impl PartitionLog {
         };
         let stored = self.active().append(&records, &plan).await?;
         self.log_end.set(last_offset + 1);
+        if let Some(updated) = staged {
+            self.producer_state.borrow_mut().apply(updated);
+        }
         let mut offset = base_offset;
         let mut at = 0usize;
         let mut recent = self.recent.borrow_mut();
@@ -234,6 +268,7 @@ impl PartitionLog {
             last_offset,
             log_append_time_ms: append_time.unwrap_or(-1),
             log_start_offset: self.log_start.get(),
+            duplicate: false,
         })
     }
 

@@ -1,5 +1,6 @@
 //! Segment lifecycle of a `PartitionLog`: rolling, retention (bytes and time), DeleteRecords,
-//! clean close and deletion of the whole partition.
+//! clean close and deletion of the whole partition. Rolls and clean close also snapshot the
+//! producer state (`log_producers.rs`); housekeeping expires idle producers.
 
 use std::rc::Rc;
 
@@ -52,6 +53,8 @@ impl PartitionLog {
         // The sealed segment was synced: everything before the new base is durable.
         self.durable_end
             .set(self.durable_end.get().max(self.log_end.get()));
+        // The snapshot covers exactly the durable segments below the new one.
+        self.take_producer_snapshot().await;
         Ok(())
     }
 
@@ -114,6 +117,10 @@ impl PartitionLog {
         if deleted && self.max_ts.get().1 < self.log_start.get() {
             self.recompute_max_timestamp().await?;
         }
+        if deleted {
+            self.prune_producer_snapshots()?;
+        }
+        self.expire_producers(now_ms);
         Ok(())
     }
 
@@ -149,6 +156,7 @@ impl PartitionLog {
         if self.max_ts.get().1 < offset {
             self.recompute_max_timestamp().await?;
         }
+        self.prune_producer_snapshots()?;
         Ok(offset)
     }
 
@@ -163,6 +171,7 @@ impl PartitionLog {
         self.recent.borrow_mut().clear();
         self.active().seal().await?;
         self.durable_end.set(self.log_end.get());
+        self.take_producer_snapshot().await;
         std::fs::write(self.dir.join(CLEAN_MARKER), b"")?;
         Ok(())
     }

@@ -6,7 +6,8 @@
 //! (offset/time indexes), `cache` (recent batches in memory), `file` (DMA/buffered file I/O), `segment*` (one segment: append, read,
 //! recovery), `log*` (`PartitionLog`: the public API and segment lifecycle), `compact*` (the log
 //! cleaner for `cleanup.policy=compact`: pass selection and swap, batch rewriting, crash-safe
-//! swap files and checkpoint).
+//! swap files and checkpoint), `producer_*` (idempotent producers' per-partition state: sequence
+//! and epoch checks, snapshot files; `log_producers` ties them to the log: recovery, expiry).
 
 mod batch;
 mod cache;
@@ -22,8 +23,13 @@ mod file;
 mod index;
 mod log;
 mod log_maint;
+mod log_producers;
 #[cfg(test)]
 mod log_tests;
+mod producer_snapshot;
+mod producer_state;
+#[cfg(test)]
+mod producer_tests;
 mod segment;
 mod segment_read;
 mod segment_recover;
@@ -35,3 +41,4 @@ pub use compact::CompactionStats;
 pub use config::{CleanupPolicy, IoMode, LogConfig, TimestampType};
 pub use error::StorageError;
 pub use log::{AppendResult, PartitionLog};
+pub use log_producers::ProducerSnapshot;

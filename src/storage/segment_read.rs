@@ -12,6 +12,8 @@ use super::segment::{rel, Segment};
 const LOCATE_WINDOW: usize = 16 << 10;
 /// Largest window read speculatively when collecting a fetch.
 const MAX_FETCH_WINDOW: usize = 1 << 20;
+/// Window used when walking batch headers (producer state replay).
+const HEADER_WALK_WINDOW: usize = 64 << 10;
 
 /// A cached span of a segment file used to parse successive batch headers with few reads.
 pub(crate) struct Window<'a> {
@@ -121,6 +123,22 @@ impl Segment {
             )));
         }
         Ok(data)
+    }
+
+    /// Calls `f` on the header of every batch from the one holding `from` (or the first after
+    /// it) to the end of the segment. Reads headers only, never record bodies.
+    pub async fn for_each_header(&self, from: i64, mut f: impl FnMut(&BatchHeader)) -> Result<()> {
+        let Some(mut pos) = self.locate(from).await? else {
+            return Ok(());
+        };
+        let size = self.size();
+        let mut w = Window::new(&self.file, size, HEADER_WALK_WINDOW);
+        while pos < size {
+            let (h, n) = w.header(pos).await?.ok_or_else(|| corrupt_at(self, pos))?;
+            f(&h);
+            pos += n as u64;
+        }
+        Ok(())
     }
 
     /// The first record with timestamp >= `ts` in this segment, as (offset, timestamp).
