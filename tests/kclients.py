@@ -155,13 +155,10 @@ def produce_confluent(bootstrap: str, topic: str, records: list[Rec], codec: str
 def produce_kafka_python(bootstrap: str, topic: str, records: list[Rec], codec: str = "none",
                          timeout: float = 30.0, **kw):
     from kafka import KafkaProducer
-    # kafka-python 3.x turns idempotence on by default; the broker has no
-    # InitProducerId yet (idempotent producers are issue 4), so ask for the
-    # plain producer explicitly until then.
+    # kafka-python 3.x is idempotent by default (InitProducerId, sequences).
     conf = dict(bootstrap_servers=bootstrap, acks="all", linger_ms=5,
                 compression_type=None if codec == "none" else codec,
-                request_timeout_ms=10000, max_block_ms=10000,
-                enable_idempotence=False)
+                request_timeout_ms=10000, max_block_ms=10000)
     conf.update(kw)
     p = KafkaProducer(**conf)
     try:

@@ -66,11 +66,13 @@ def encode_record(offset_delta: int, ts_delta: int, key, value, headers) -> byte
     return varint(len(body)) + body
 
 
-def record_batch(records: list[Rec], base_ts: int) -> bytes:
+def record_batch(records: list[Rec], base_ts: int, attributes: int = 0,
+                 producer: tuple[int, int, int] = (-1, -1, -1)) -> bytes:
     recs = b"".join(encode_record(i, i, r.key, r.value, r.headers) for i, r in enumerate(records))
     # From attributes to the end: the part the CRC covers.
-    after_crc = struct.pack(">hiqqqhii", 0, len(records) - 1, base_ts, base_ts + len(records) - 1,
-                            -1, -1, -1, len(records)) + recs
+    pid, epoch, seq = producer
+    after_crc = struct.pack(">hiqqqhii", attributes, len(records) - 1, base_ts,
+                            base_ts + len(records) - 1, pid, epoch, seq, len(records)) + recs
     # partitionLeaderEpoch, magic, crc
     after_len = struct.pack(">ibI", -1, 2, crc32c(after_crc)) + after_crc
     return struct.pack(">qi", 0, len(after_len)) + after_len
@@ -170,3 +172,21 @@ def test_bad_crc_batch_is_refused_and_not_stored(shared_broker, where):
     assert produce_confluent(bs, topic, [Rec(b"k", b"after")], partition=0) == [(0, 3)]
     got = consume_confluent(bs, topic, [0], 4)
     assert [g.rec() for g in got] == RECORDS + [Rec(b"k", b"after")]
+
+
+@pytest.mark.parametrize("kind", ["control", "transactional"])
+def test_control_and_transactional_batches_from_clients_are_refused(shared_broker, kind):
+    """No real client sends these on its own: clients may never write control
+    batches (INVALID_RECORD), and transactional batches need the transaction
+    coordinator, which is not there yet (INVALID_TXN_STATE)."""
+    bs = shared_broker.bootstrap
+    topic = uniq("ctl")
+    create_topic(bs, topic, 1)
+    attrs = (1 << 4) | (1 << 5) if kind == "control" else (1 << 4)
+    batch = record_batch(RECORDS[:1], int(time.time() * 1000), attributes=attrs,
+                         producer=(1234, 0, 0))
+    with connect(shared_broker) as s:
+        err, _ = send_produce(s, topic, 0, batch, 3)
+        assert err == (87 if kind == "control" else 48), err
+        assert watermarks(bs, topic, 0) == (0, 0)
+        assert send_produce(s, topic, 0, record_batch(RECORDS, int(time.time() * 1000)), 4) == (0, 0)

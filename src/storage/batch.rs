@@ -23,6 +23,25 @@ pub(crate) const OFF_BASE_SEQUENCE: usize = 53;
 pub(crate) const OFF_RECORDS_COUNT: usize = 57;
 /// Attribute bit for LogAppendTime.
 pub(crate) const ATTR_LOG_APPEND_TIME: i16 = 1 << 3;
+/// Attribute bit of a transactional batch.
+pub const ATTR_TRANSACTIONAL: i16 = 1 << 4;
+/// Attribute bit of a control batch (transaction markers).
+pub const ATTR_CONTROL: i16 = 1 << 5;
+
+/// The OR of the attributes of every batch header in a record set (headers
+/// that do not fit are ignored here; validation refuses them later).
+pub fn attributes_union(buf: &[u8]) -> i16 {
+    let mut pos = 0usize;
+    let mut acc = 0i16;
+    while pos + OFF_ATTRIBUTES + 2 <= buf.len() {
+        acc |= be_i16(buf, pos + OFF_ATTRIBUTES);
+        let Ok(len) = usize::try_from(be_i32(buf, pos + OFF_LENGTH)) else {
+            break;
+        };
+        pos = pos.saturating_add(LOG_OVERHEAD).saturating_add(len);
+    }
+    acc
+}
 
 /// What validation learned about one batch of a record set.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -216,6 +216,8 @@ impl PartitionLog {
             let decision = self.producer_state.borrow().stage(&pbs)?;
             match decision {
                 Staged::Duplicate { first, last } => {
+                    tracing::debug!(dir = %self.dir.display(), first_offset = first.first_offset,
+                        "retried batch already stored: answering with its original offsets");
                     return Ok(AppendResult {
                         base_offset: first.first_offset,
                         last_offset: last.last_offset,

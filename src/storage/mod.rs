@@ -36,7 +36,7 @@ mod segment_recover;
 #[cfg(test)]
 mod testutil;
 
-pub use batch::{validate_batches, BatchInfo};
+pub use batch::{attributes_union, validate_batches, BatchInfo, ATTR_CONTROL, ATTR_TRANSACTIONAL};
 pub use compact::CompactionStats;
 pub use config::{CleanupPolicy, IoMode, LogConfig, TimestampType};
 pub use error::StorageError;

@@ -84,11 +84,25 @@ pub async fn handle(req: &Request, body: ProduceRequest) -> Option<ProduceRespon
                     Some(message),
                 ))
             } else {
+                let attrs = pd
+                    .records
+                    .as_ref()
+                    .map_or(0, |r| crate::storage::attributes_union(r));
                 match &pd.records {
                     None => Some(Appended::error(
                         ResponseError::CorruptMessage,
                         Some("null record set".into()),
                     )),
+                    Some(_) if attrs & crate::storage::ATTR_CONTROL != 0 => Some(Appended::error(
+                        ResponseError::InvalidRecord,
+                        Some("clients may not write control batches".into()),
+                    )),
+                    Some(_) if attrs & crate::storage::ATTR_TRANSACTIONAL != 0 => {
+                        Some(Appended::error(
+                            ResponseError::InvalidTxnState,
+                            Some("transactional produce is not supported yet".into()),
+                        ))
+                    }
                     Some(records) => {
                         let shard = owner_shard(&topic, pd.index, shards);
                         work.push((shard, (slot, topic.clone(), pd.index, records.clone())));
