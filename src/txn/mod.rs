@@ -16,7 +16,8 @@
 //! every partition of the transaction in between.
 //!
 //! Files: `records` (the `__transaction_state` key and value formats),
-//! `state` (one transactional id's state machine), `describe`
+//! `transition` (states, transitions, outcomes), `state` (one transactional
+//! id's state machine: the operations), `describe`
 //! (DescribeTransactions and ListTransactions views), `markers` (control
 //! batches). docs/transactions.md says what is still to be wired.
 
@@ -26,6 +27,7 @@ pub mod records;
 pub mod state;
 #[cfg(test)]
 mod state_tests;
+pub mod transition;
 
 use kafka_protocol::error::ResponseError as E;
 

@@ -16,7 +16,7 @@
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 
-use super::state::TxnState;
+use super::transition::TxnState;
 
 /// The only key version of `__transaction_state`.
 const KEY_V0: i16 = 0;
