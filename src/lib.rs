@@ -7,6 +7,7 @@
 //! - `server`: listeners, connections, one handler per Kafka API.
 //! - `cluster`: the metadata image (topics, partitions, owners) and its single writer.
 //! - `group`: consumer group coordinator (classic protocol) and committed offsets.
+//! - `txn`: transaction coordinator core (KIP-98): state machine, `__transaction_state` records, markers.
 //! - `storage`: partition logs: segments, indexes, batch validation, recovery, retention.
 //! - `cli`: the `sluice` command line (start, topic admin, produce, consume).
 pub mod cli;
@@ -17,3 +18,4 @@ pub mod protocol;
 pub mod runtime;
 pub mod server;
 pub mod storage;
+pub mod txn;
