@@ -7,6 +7,7 @@
 //! of the topic name and partition index ([`owner_shard`]).
 
 pub mod controller;
+pub mod internal_topic;
 pub mod partition_manager;
 pub mod producer_ids;
 pub mod store;

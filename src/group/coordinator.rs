@@ -9,27 +9,31 @@ use std::collections::{BTreeMap, HashMap};
 use std::rc::Rc;
 use std::time::Duration;
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use kafka_protocol::error::ResponseError as E;
-use kafka_protocol::records::{
-    Compression, Record, RecordBatchDecoder, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
-};
 
 use super::records::{self, Entry, GroupValue, OffsetValue};
 use super::state::{
-    Group, GroupState, JoinRequest, JoinResult, Limits, Reply, SyncRequest, SyncResult,
+    Group, GroupState, JoinRequest, JoinResult, Limits, PendingTxns, Reply, SyncRequest, SyncResult,
 };
 use super::{partition_for, OFFSETS_TOPIC};
-use crate::cluster::{image, owner_shard, partition_manager};
+use crate::cluster::{image, internal_topic, owner_shard, partition_manager};
 use crate::runtime;
 use crate::server::now_ms;
-use crate::storage::StorageError;
 
 /// How often the timers run.
 const TICK: Duration = Duration::from_millis(100);
 
 thread_local! {
     static GROUPS: RefCell<HashMap<String, Rc<RefCell<Group>>>> = RefCell::new(HashMap::new());
+    /// Set once this shard has rebuilt its groups; until then requests get
+    /// COORDINATOR_LOAD_IN_PROGRESS (another shard may already be serving).
+    static LOADED: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Whether this shard has finished loading its groups.
+pub fn loaded() -> bool {
+    LOADED.with(std::cell::Cell::get)
 }
 
 fn limits() -> Limits {
@@ -67,66 +71,10 @@ fn offsets_partition(group: &str) -> i32 {
     partition_for(group, n)
 }
 
-/// Kafka's mapping of a failed offsets-topic write to a coordinator error.
-fn store_error(e: &StorageError) -> i16 {
-    match e.kafka_code() {
-        10 | 18 => E::InvalidCommitOffsetSize.code(),
-        _ => E::CoordinatorNotAvailable.code(),
-    }
-}
-
-/// Appends records (key, value or tombstone) to the group's offsets
-/// partition as one batch and waits until they are durable (fdatasync).
+/// Appends records to the group's offsets partition as one batch (a
+/// transactional one with `producer`) and waits until they are durable.
 async fn append(group: &str, recs: Vec<(Bytes, Option<Bytes>)>) -> Result<(), i16> {
-    if recs.is_empty() {
-        return Ok(());
-    }
-    let partition = offsets_partition(group);
-    let p = match partition_manager::get(OFFSETS_TOPIC, partition).await {
-        Ok(Some(p)) => p,
-        Ok(None) => return Err(E::CoordinatorNotAvailable.code()),
-        Err(e) => return Err(store_error(&e)),
-    };
-    let now = now_ms();
-    let batch: Vec<Record> = recs
-        .into_iter()
-        .enumerate()
-        .map(|(i, (key, value))| Record {
-            transactional: false,
-            control: false,
-            delete_horizon: false,
-            partition_leader_epoch: 0,
-            producer_id: -1,
-            producer_epoch: -1,
-            timestamp_type: TimestampType::Creation,
-            offset: i as i64,
-            // kafka-protocol starts a new batch whenever offset - sequence
-            // changes; the header keeps the first record's -1 (no producer id).
-            sequence: i as i32 - 1,
-            timestamp: now,
-            key: Some(key),
-            value,
-            headers: Default::default(),
-        })
-        .collect();
-    let mut buf = BytesMut::new();
-    let opts = RecordEncodeOptions {
-        version: 2,
-        compression: Compression::None,
-    };
-    if let Err(e) = RecordBatchEncoder::encode(&mut buf, batch.iter(), &opts) {
-        tracing::error!(error = %e, "encoding an offsets batch");
-        return Err(E::UnknownServerError.code());
-    }
-    let res = p.log.append(buf.freeze(), now).await.map_err(|e| {
-        tracing::error!(%group, error = %e, "writing to {OFFSETS_TOPIC}");
-        store_error(&e)
-    })?;
-    p.appended.notify_all();
-    p.log.flush(res.last_offset).await.map_err(|e| {
-        tracing::error!(%group, error = %e, "syncing {OFFSETS_TOPIC}");
-        store_error(&e)
-    })
+    internal_topic::append(OFFSETS_TOPIC, offsets_partition(group), recs, None).await
 }
 
 /// Persists the group's metadata if the last change asked for it.
@@ -501,35 +449,43 @@ pub async fn delete_offsets(
 pub async fn load_owned() -> anyhow::Result<usize> {
     let img = image();
     let Some(t) = img.topic(OFFSETS_TOPIC) else {
+        LOADED.with(|l| l.set(true));
         return Ok(0);
     };
     let (me, n) = (runtime::shard_id(), runtime::nr_shards());
     let mut offsets: HashMap<String, BTreeMap<(String, i32), OffsetValue>> = HashMap::new();
     let mut metas: HashMap<String, Option<GroupValue>> = HashMap::new();
+    let mut pending: HashMap<String, PendingTxns> = HashMap::new();
     for pm in &t.partitions {
         if owner_shard(OFFSETS_TOPIC, pm.index, n) != me {
             continue;
         }
-        let Some(p) = partition_manager::get(OFFSETS_TOPIC, pm.index).await? else {
-            continue;
-        };
-        let end = p.log.log_end_offset();
-        let mut at = p.log.log_start_offset();
-        while at < end {
-            let chunk = p.log.read(at, 1 << 20, end).await?;
-            if chunk.is_empty() {
-                break;
+        let mut txn_pending: HashMap<i64, Vec<PendingOffset>> = HashMap::new();
+        internal_topic::read_all(OFFSETS_TOPIC, pm.index, |r| {
+            apply_record(r, &mut offsets, &mut metas, &mut txn_pending)
+        })
+        .await?;
+        // Transactions without a marker yet stay pending: their offsets
+        // become visible when the transaction coordinator finishes them.
+        for (pid, pend) in txn_pending {
+            for (group, topic, partition, v) in pend {
+                pending
+                    .entry(group)
+                    .or_default()
+                    .entry(pid)
+                    .or_default()
+                    .insert((topic, partition), v);
             }
-            let next = apply_chunk(chunk, &mut offsets, &mut metas)?;
-            if next <= at {
-                break;
-            }
-            at = next;
         }
     }
     let now = now_ms();
     let mut loaded = 0;
-    let mut names: Vec<String> = metas.keys().chain(offsets.keys()).cloned().collect();
+    let mut names: Vec<String> = metas
+        .keys()
+        .chain(offsets.keys())
+        .chain(pending.keys())
+        .cloned()
+        .collect();
     names.sort();
     names.dedup();
     GROUPS.with(|gs| {
@@ -540,62 +496,80 @@ pub async fn load_owned() -> anyhow::Result<usize> {
                 None => Group::new(&name, now),
             };
             g.offsets = offsets.remove(&name).unwrap_or_default();
-            if g.members.is_empty() && g.offsets.is_empty() && g.protocol_type.is_none() {
+            g.pending_txn = pending.remove(&name).unwrap_or_default();
+            if g.members.is_empty()
+                && g.offsets.is_empty()
+                && g.pending_txn.is_empty()
+                && g.protocol_type.is_none()
+            {
                 continue;
             }
             gs.insert(name, Rc::new(RefCell::new(g)));
             loaded += 1;
         }
     });
+    LOADED.with(|l| l.set(true));
     Ok(loaded)
 }
 
-/// Applies the whole batches in `chunk`; returns the offset after the last.
-fn apply_chunk(
-    mut chunk: Bytes,
+/// An offset committed inside a transaction: (group, topic, partition, value).
+type PendingOffset = (String, String, i32, OffsetValue);
+
+/// Applies one record of the offsets topic read at start-up. Offsets written
+/// by a transaction wait in `txn_pending` for its marker: COMMIT applies
+/// them, ABORT drops them.
+fn apply_record(
+    r: internal_topic::ReadRecord,
     offsets: &mut HashMap<String, BTreeMap<(String, i32), OffsetValue>>,
     metas: &mut HashMap<String, Option<GroupValue>>,
-) -> anyhow::Result<i64> {
-    let mut next = 0;
-    while chunk.len() >= 61 {
-        let base = i64::from_be_bytes(chunk[0..8].try_into()?);
-        let len = i32::from_be_bytes(chunk[8..12].try_into()?);
-        let size = 12 + usize::try_from(len)?;
-        if size > chunk.len() {
-            break;
-        }
-        let last_delta = i32::from_be_bytes(chunk[23..27].try_into()?);
-        let attributes = i16::from_be_bytes(chunk[21..23].try_into()?);
-        next = base + i64::from(last_delta) + 1;
-        let mut batch = chunk.split_to(size);
-        if attributes & (1 << 5) != 0 {
-            continue; // control batch
-        }
-        let set = RecordBatchDecoder::decode(&mut batch)
-            .map_err(|e| anyhow::anyhow!("decoding {OFFSETS_TOPIC} batch at {base}: {e}"))?;
-        for r in set.records {
-            let Some(key) = r.key else { continue };
-            match records::decode(key, r.value) {
-                Ok(Entry::Offset {
-                    group,
-                    topic,
-                    partition,
-                    value,
-                }) => {
-                    let m = offsets.entry(group).or_default();
-                    match value {
-                        Some(v) => m.insert((topic, partition), v),
-                        None => m.remove(&(topic, partition)),
-                    };
-                }
-                Ok(Entry::Group { group, value }) => {
-                    metas.insert(group, value);
-                }
-                Err(e) => tracing::warn!(offset = r.offset, error = %e, "skipping record"),
+    txn_pending: &mut HashMap<i64, Vec<PendingOffset>>,
+) {
+    let Some(key) = r.key else { return };
+    if r.control {
+        let committed = match crate::txn::markers::parse_control_key(&key) {
+            Some(crate::txn::markers::ControlType::Commit) => true,
+            Some(crate::txn::markers::ControlType::Abort) => false,
+            _ => return,
+        };
+        for (group, topic, partition, v) in txn_pending.remove(&r.producer_id).unwrap_or_default() {
+            if committed {
+                offsets
+                    .entry(group)
+                    .or_default()
+                    .insert((topic, partition), v);
             }
         }
+        return;
     }
-    Ok(next)
+    match records::decode(key, r.value) {
+        Ok(Entry::Offset {
+            group,
+            topic,
+            partition,
+            value,
+        }) => match (value, r.transactional) {
+            (Some(v), true) => txn_pending
+                .entry(r.producer_id)
+                .or_default()
+                .push((group, topic, partition, v)),
+            (Some(v), false) => {
+                offsets
+                    .entry(group)
+                    .or_default()
+                    .insert((topic, partition), v);
+            }
+            (None, _) => {
+                offsets
+                    .entry(group)
+                    .or_default()
+                    .remove(&(topic, partition));
+            }
+        },
+        Ok(Entry::Group { group, value }) => {
+            metas.insert(group, value);
+        }
+        Err(e) => tracing::warn!(offset = r.offset, error = %e, "skipping record"),
+    }
 }
 
 /// Per-shard timers: sessions, rebalance and sync deadlines every 100 ms,

@@ -15,8 +15,7 @@ pub mod coordinator;
 pub mod records;
 pub mod state;
 
-use crate::cluster::controller::{self, NewTopic};
-use crate::cluster::{image, owner_shard, partition_manager};
+use crate::cluster::{image, internal_topic, owner_shard, partition_manager};
 use crate::runtime;
 
 /// Name of the internal topic holding committed offsets and group metadata.
@@ -48,37 +47,8 @@ pub fn locate(group: &str) -> Option<(i32, usize)> {
 /// Creates `__consumer_offsets` if it does not exist yet (Kafka creates it on
 /// the first FindCoordinator). Err: a Kafka error code.
 pub async fn ensure_offsets_topic() -> Result<(), i16> {
-    if image().topic(OFFSETS_TOPIC).is_some() {
-        return Ok(());
-    }
     let g = &partition_manager::broker_config().groups;
-    let configs = [
-        ("cleanup.policy", "compact".to_string()),
-        ("segment.bytes", g.offsets_segment_bytes.to_string()),
-        ("compression.type", "producer".to_string()),
-    ]
-    .into_iter()
-    .map(|(k, v)| (k.to_string(), v))
-    .collect();
-    let res = controller::create_topics(vec![NewTopic {
-        name: OFFSETS_TOPIC.to_string(),
-        partitions: g.offsets_partitions,
-        replication_factor: 1,
-        configs,
-    }])
-    .await;
-    match res.into_iter().next() {
-        Some(Ok(_)) => Ok(()),
-        Some(Err(r)) if image().topic(OFFSETS_TOPIC).is_some() => {
-            tracing::debug!(code = r.code, "offsets topic created concurrently");
-            Ok(())
-        }
-        Some(Err(r)) => {
-            tracing::error!(code = r.code, message = %r.message, "cannot create {OFFSETS_TOPIC}");
-            Err(kafka_protocol::error::ResponseError::CoordinatorNotAvailable.code())
-        }
-        None => Err(kafka_protocol::error::ResponseError::CoordinatorNotAvailable.code()),
-    }
+    internal_topic::ensure(OFFSETS_TOPIC, g.offsets_partitions, g.offsets_segment_bytes).await
 }
 
 #[cfg(test)]

@@ -17,6 +17,9 @@ use kafka_protocol::error::ResponseError as E;
 
 use super::records::{GroupValue, MemberValue, OffsetValue};
 
+/// Offsets of unfinished transactions: producer id -> (topic, partition) -> offset.
+pub type PendingTxns = HashMap<i64, BTreeMap<(String, i32), OffsetValue>>;
+
 /// How long a new member waiting in a join may go without rejoining before it
 /// is dropped (Kafka's NewMemberJoinTimeoutMs).
 const NEW_MEMBER_JOIN_TIMEOUT_MS: i64 = 5 * 60 * 1000;
@@ -197,6 +200,8 @@ pub struct Group {
     delay_cap_ms: i64,
     pub state_timestamp_ms: i64,
     pub offsets: BTreeMap<(String, i32), OffsetValue>,
+    /// Offsets committed by transactions not finished yet, by producer id.
+    pub pending_txn: PendingTxns,
     /// The group metadata must be written to the offsets topic.
     store: bool,
 }
@@ -219,6 +224,7 @@ impl Group {
             delay_cap_ms: 0,
             state_timestamp_ms: now,
             offsets: BTreeMap::new(),
+            pending_txn: HashMap::new(),
             store: false,
         }
     }
@@ -299,6 +305,23 @@ impl Group {
 
     pub fn is_empty(&self) -> bool {
         self.members.is_empty() && self.pending.is_empty()
+    }
+
+    /// Applies (commit) or drops (abort) the offsets producer `producer_id`
+    /// committed inside its transaction.
+    pub fn complete_txn(&mut self, producer_id: i64, commit: bool) {
+        if let Some(pend) = self.pending_txn.remove(&producer_id) {
+            if commit {
+                self.offsets.extend(pend);
+            }
+        }
+    }
+
+    /// Whether a transaction holds an uncommitted offset for the partition.
+    pub fn has_pending_offset(&self, topic: &str, partition: i32) -> bool {
+        self.pending_txn
+            .values()
+            .any(|m| m.contains_key(&(topic.to_string(), partition)))
     }
 
     fn idx(&self, member_id: &str) -> Option<usize> {

@@ -51,9 +51,14 @@ where
 {
     ensure_offsets_topic().await?;
     let (_, shard) = locate(group).ok_or(E::CoordinatorNotAvailable.code())?;
-    runtime::submit_to(shard, f)
-        .await
-        .map_err(|_| E::CoordinatorNotAvailable.code())
+    runtime::submit_to(shard, move || async move {
+        if !coordinator::loaded() {
+            return Err(E::CoordinatorLoadInProgress.code());
+        }
+        Ok(f().await)
+    })
+    .await
+    .map_err(|_| E::CoordinatorNotAvailable.code())?
 }
 
 pub async fn find_coordinator(
@@ -458,8 +463,13 @@ pub async fn list_groups(req: &Request, body: ListGroupsRequest) -> ListGroupsRe
     }
     let mut all = Vec::new();
     for shard in 0..runtime::nr_shards() {
-        match runtime::submit_to(shard, || async { coordinator::list() }).await {
-            Ok(gs) => all.extend(gs),
+        let listed = runtime::submit_to(shard, || async {
+            coordinator::loaded().then(coordinator::list)
+        })
+        .await;
+        match listed {
+            Ok(Some(gs)) => all.extend(gs),
+            Ok(None) => resp.error_code = E::CoordinatorLoadInProgress.code(),
             Err(_) => resp.error_code = E::CoordinatorNotAvailable.code(),
         }
     }
