@@ -42,7 +42,7 @@ pub struct ProducerSnapshot {
     /// Last sequence appended in the current epoch, -1 if none.
     pub last_sequence: i32,
     pub last_timestamp: i64,
-    /// Always -1 until transactions exist (issue 4).
+    /// Always -1: markers' coordinator epochs are not recorded yet (see docs/transactions.md).
     pub coordinator_epoch: i32,
     /// First offset of the producer's open transaction, -1 if none.
     pub current_txn_start_offset: i64,

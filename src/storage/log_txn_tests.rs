@@ -396,3 +396,38 @@ fn compaction_keeps_the_entries_of_merged_segments() {
         assert_eq!(aborted(&log, 0, end), expect);
     });
 }
+
+#[test]
+fn several_markers_in_one_append_keep_scans_complete() {
+    run(|| async {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let log = open(dir.path(), config()).await;
+        txn(&log, 1, 0, 2).await; // 0..1
+        txn(&log, 2, 0, 2).await; // 2..3
+        let m = |pid, commit| {
+            crate::txn::markers::control_batch(&crate::txn::markers::Marker {
+                commit,
+                producer_id: pid,
+                producer_epoch: 0,
+                coordinator_epoch: 0,
+                timestamp_ms: 2000,
+            })
+        };
+        let mut set = m(1, false).to_vec();
+        set.extend_from_slice(&m(2, false));
+        let r = log.append(Bytes::from(set), 1).await.expect("two markers");
+        assert_eq!((r.base_offset, r.last_offset), (4, 5));
+        assert_eq!(log.last_stable_offset(), 6);
+        let st = log.active().st.borrow().aborted.clone();
+        // The first entry's LSO still counts producer 2's transaction, ended by the next marker:
+        // a scan up to 3 must not stop before it.
+        assert_eq!(st[0].last_stable_offset, 2);
+        assert_eq!(st[1].last_stable_offset, 6);
+        assert_eq!(aborted(&log, 0, 3), vec![(1, 0), (2, 2)]);
+        // Partial trailing bytes (a fetch cut short) are not a batch.
+        let data = log.read(0, 1 << 20, i64::MAX).await.expect("read");
+        assert_eq!(batches_end_offset(&data), Some(6));
+        assert_eq!(batches_end_offset(&data[..data.len() - 1]), Some(5));
+        assert_eq!(batches_end_offset(&data[..10]), None);
+    });
+}
