@@ -30,6 +30,31 @@ impl Partition {
     pub fn high_watermark(&self) -> i64 {
         self.log.log_end_offset()
     }
+
+    /// Writes a transaction marker (`PartitionLog::append_marker`: durable when it returns) and
+    /// wakes long-polling fetches, whose last stable offset may have moved.
+    pub async fn write_marker(
+        &self,
+        producer_id: i64,
+        producer_epoch: i16,
+        commit: bool,
+        coordinator_epoch: i32,
+        now_ms: i64,
+    ) -> Result<crate::storage::AppendResult, StorageError> {
+        let r = self
+            .log
+            .append_marker(
+                producer_id,
+                producer_epoch,
+                commit,
+                coordinator_epoch,
+                now_ms,
+            )
+            .await;
+        // Wake readers even on error: part of the marker may be written.
+        self.appended.notify_all();
+        r
+    }
 }
 
 /// Topic name, then partition index: looked up by `&str`, so finding a

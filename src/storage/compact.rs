@@ -11,7 +11,8 @@
 //!    first cleaning is older than `delete.retention.ms`. Batches whose records all survive are
 //!    copied byte for byte; others are rebuilt by `compact_rewrite` (same base offset, codec, ...);
 //!    batches with no survivor disappear. Control and transactional batches are copied untouched
-//!    and their keys are not mapped (transactions come later).
+//!    and their keys are not mapped (unlike Kafka's cleaner, aborted data and markers are never
+//!    removed); the merged segment's `.txnindex` is the concatenation of the group's.
 //! 3. **Swap** (`compact_files` describes the crash protocol): under the append lock, only after
 //!    checking that the cleaned segments are still the log's (retention or DeleteRecords may have
 //!    removed some meanwhile, which abandons the pass), the pass commits, replaces the files and
@@ -41,6 +42,7 @@ use super::file::{sync_dir, write_file_atomic, SegFile, ALIGN};
 use super::log::PartitionLog;
 use super::segment::{NotedBatch, SegState, Segment};
 use super::segment_read::Window;
+use super::txn_index::{encode_all, AbortedTxn};
 
 /// Soft bound on the memory of one pass's offset map (keys plus overhead); the segment that
 /// crosses it is the last one mapped.
@@ -278,8 +280,12 @@ impl PartitionLog {
                 }
                 glommio::yield_if_needed().await;
             }
+            // Markers are always kept, so the merged segment holds every aborted transaction
+            // whose marker the group held: its index is the concatenation of theirs.
+            w.aborted.extend_from_slice(&seg.st.borrow().aborted);
         }
         if w.size() == 0 && !first {
+            debug_assert!(w.aborted.is_empty(), "a group with markers kept no batch");
             w.abandon()?;
             return Ok((expiry, false));
         }
@@ -548,6 +554,8 @@ struct CleanedWriter {
     pending: Vec<u8>,
     flushed: u64,
     st: SegState,
+    /// Aborted-transaction entries of the group's segments, in order.
+    aborted: Vec<AbortedTxn>,
 }
 
 impl CleanedWriter {
@@ -564,6 +572,7 @@ impl CleanedWriter {
                 next_offset: base,
                 ..SegState::default()
             },
+            aborted: Vec::new(),
         })
     }
 
@@ -623,6 +632,14 @@ impl CleanedWriter {
         write_file_atomic(
             &cleaned_path(&Segment::time_index_path(&dir, self.base)),
             self.st.time_index.encode(),
+        )
+        .await?;
+        if self.aborted.is_empty() {
+            return Ok(());
+        }
+        write_file_atomic(
+            &cleaned_path(&Segment::txn_index_path(&dir, self.base)),
+            encode_all(&self.aborted),
         )
         .await
     }

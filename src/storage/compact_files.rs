@@ -11,7 +11,8 @@
 //!
 //! Swap protocol of one pass (each group of old segments `[base, end)` becomes one new segment
 //! `base`, or nothing when no record survives and `base` is not the log's first segment):
-//! 1. write `<base>.log.cleaned`, `.index.cleaned`, `.timeindex.cleaned`; fdatasync; sync dir;
+//! 1. write `<base>.log.cleaned`, `.index.cleaned`, `.timeindex.cleaned` (and `.txnindex.cleaned`
+//!    when the group's segments have aborted-transaction entries); fdatasync; sync dir;
 //! 2. commit: write `cleaner-swap` listing every group (atomic rename), sync dir;
 //! 3. per group: delete the old segments' files in `[base, end)`, rename the index files, then
 //!    the log file, from `.cleaned` to their final names; sync dir;
@@ -234,17 +235,26 @@ pub(crate) fn apply_group(dir: &Path, g: &SwapGroup) -> Result<()> {
     if !g.dropped && !new_log.exists() {
         return Ok(()); // finished already: the log file is renamed last
     }
+    // The new `.txnindex` cannot be rebuilt from its segment alone (its entries need the
+    // producer state before it), so one already renamed into place is never deleted: without its
+    // `.cleaned` twin, `base.txnindex` is either the new one or absent (the new index holds the
+    // entries of every old segment of the group, so no old one has entries when it has none).
+    let new_txn_pending = cleaned_path(&Segment::txn_index_path(dir, g.base)).exists();
     for b in segment_bases(dir)? {
         if b >= g.base && b < g.end {
             remove_if_exists(&Segment::log_path(dir, b))?;
             remove_if_exists(&Segment::index_path(dir, b))?;
             remove_if_exists(&Segment::time_index_path(dir, b))?;
+            if b != g.base || g.dropped || new_txn_pending {
+                remove_if_exists(&Segment::txn_index_path(dir, b))?;
+            }
         }
     }
     if !g.dropped {
         for p in [
             Segment::index_path(dir, g.base),
             Segment::time_index_path(dir, g.base),
+            Segment::txn_index_path(dir, g.base),
             Segment::log_path(dir, g.base),
         ] {
             rename_if_exists(&cleaned_path(&p), &p)?;

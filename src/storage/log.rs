@@ -15,6 +15,7 @@ use tracing::info;
 use super::batch::{validate_batches_ext, BatchInfo};
 use super::cache::RecentBatches;
 use super::compact_rewrite::require_keys;
+use super::compact_rewrite::{ATTR_CONTROL, ATTR_TRANSACTIONAL};
 use super::config::{LogConfig, TimestampType};
 use super::error::{Result, StorageError};
 use super::file::{read_small_file, sync_dir};
@@ -25,6 +26,9 @@ use super::segment::{AppendPlan, Segment};
 pub(crate) const CLEAN_MARKER: &str = "clean-shutdown";
 /// Checkpoint of the log start offset moved by DeleteRecords.
 pub(crate) const START_CHECKPOINT: &str = "log-start-offset.checkpoint";
+
+/// Batch attributes of the batches that open or end transactions.
+const TXN_OR_CONTROL: i16 = ATTR_TRANSACTIONAL | ATTR_CONTROL;
 
 /// Result of a successful append.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -67,6 +71,10 @@ pub struct PartitionLog {
     /// Idempotent producers' state, covering every batch below `log_end`. Changed only under
     /// the append lock; never borrowed across an await.
     pub(crate) producer_state: RefCell<ProducerStateMap>,
+    /// `producer_state.first_unstable_offset()`, kept up to date by every append that holds
+    /// transactional or control batches (the only ones that open or end transactions) and by
+    /// recovery, so the last stable offset costs nothing per fetch.
+    pub(crate) first_unstable: Cell<Option<i64>>,
 }
 
 /// Parses `00000000000000000123.log` into 123.
@@ -145,6 +153,7 @@ impl PartitionLog {
             recent: RefCell::new(RecentBatches::default()),
             cleaner_busy: Cell::new(false),
             producer_state: RefCell::new(ProducerStateMap::default()),
+            first_unstable: Cell::new(None),
         };
         log.recompute_max_timestamp().await?;
         log.load_producer_state().await?;
@@ -211,6 +220,7 @@ impl PartitionLog {
         let append_time =
             (cfg.message_timestamp_type == TimestampType::LogAppendTime).then_some(now_ms);
         // Idempotence checks, atomic with the offset assignment because the lock is held.
+        let mut ended = Vec::new();
         let staged = if batches.iter().any(|b| b.producer_id >= 0) {
             let pbs = ProducerBatch::from_infos(&batches, base_offset, append_time);
             let decision = self.producer_state.borrow().stage(&pbs)?;
@@ -226,7 +236,10 @@ impl PartitionLog {
                         duplicate: true,
                     });
                 }
-                Staged::Append(updated) => Some(updated),
+                Staged::Append { updated, ended: e } => {
+                    ended = e;
+                    Some(updated)
+                }
             }
         } else {
             None
@@ -246,25 +259,33 @@ impl PartitionLog {
         if let Some(updated) = staged {
             self.producer_state.borrow_mut().apply(updated);
         }
-        let mut offset = base_offset;
-        let mut at = 0usize;
-        let mut recent = self.recent.borrow_mut();
-        for (b, max_delta) in &detailed {
-            let last = offset + i64::from(b.last_offset_delta);
-            recent.push(offset, last, stored.slice(at..at + b.size));
-            at += b.size;
-            let ts = append_time.unwrap_or(b.max_timestamp);
-            if ts > self.max_ts.get().0 {
-                let exact = if append_time.is_some() {
-                    offset
-                } else {
-                    offset + i64::from(*max_delta)
-                };
-                self.max_ts.set((ts, exact));
-            }
-            offset += i64::from(b.last_offset_delta) + 1;
+        if batches.iter().any(|b| b.attributes & TXN_OR_CONTROL != 0) {
+            let first = self.producer_state.borrow().first_unstable_offset();
+            self.first_unstable.set(first);
         }
-        drop(recent);
+        {
+            let mut offset = base_offset;
+            let mut at = 0usize;
+            let mut recent = self.recent.borrow_mut();
+            for (b, max_delta) in &detailed {
+                let last = offset + i64::from(b.last_offset_delta);
+                recent.push(offset, last, stored.slice(at..at + b.size));
+                at += b.size;
+                let ts = append_time.unwrap_or(b.max_timestamp);
+                if ts > self.max_ts.get().0 {
+                    let exact = if append_time.is_some() {
+                        offset
+                    } else {
+                        offset + i64::from(*max_delta)
+                    };
+                    self.max_ts.set((ts, exact));
+                }
+                offset += i64::from(b.last_offset_delta) + 1;
+            }
+        }
+        if !ended.is_empty() {
+            self.index_aborted(&records, &detailed, &ended).await?;
+        }
         Ok(AppendResult {
             base_offset,
             last_offset,

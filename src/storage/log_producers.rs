@@ -24,12 +24,15 @@
 
 use tracing::{debug, info, warn};
 
+use super::compact_rewrite::{ATTR_CONTROL, ATTR_TRANSACTIONAL};
 use super::error::Result;
 use super::log::PartitionLog;
+use super::log_txn::is_abort_marker;
 use super::producer_snapshot::{
     decode, list_snapshots, remove_snapshot, snapshot_path, write_snapshot, SNAPSHOTS_KEPT,
 };
 use super::producer_state::{ProducerBatch, ProducerStateMap};
+use super::txn_index::AbortedTxn;
 
 /// One producer's state in a partition, as DescribeProducers reports it.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -39,7 +42,7 @@ pub struct ProducerSnapshot {
     /// Last sequence appended in the current epoch, -1 if none.
     pub last_sequence: i32,
     pub last_timestamp: i64,
-    /// Always -1 until transactions exist (issue 4).
+    /// Always -1: markers' coordinator epochs are not recorded yet (see docs/transactions.md).
     pub coordinator_epoch: i32,
     /// First offset of the producer's open transaction, -1 if none.
     pub current_txn_start_offset: i64,
@@ -73,28 +76,46 @@ impl PartitionLog {
             }
         }
         let (from, mut map) = loaded.unwrap_or_default();
+        // Markers at or after `cut` are in the active segment and after the snapshot: their
+        // aborted-transaction index entries are rebuilt from the log (see `log_txn.rs`).
+        let cut = from.max(self.active().base_offset);
+        let mut aborted: Vec<AbortedTxn> = Vec::new();
         let mut replayed = 0u64;
         for seg in self.segments_snapshot() {
             if seg.next_offset() <= from {
                 continue;
             }
             let walked = seg
-                .for_each_header(from, |h| {
+                .for_each_header(from, |h, control| {
                     if h.base_offset < from {
                         return;
                     }
                     replayed += 1;
-                    map.replay(&ProducerBatch {
+                    let b = ProducerBatch {
                         producer_id: h.producer_id,
                         epoch: h.producer_epoch,
                         base_sequence: h.base_sequence,
                         last_offset_delta: h.last_offset_delta,
                         first_offset: h.base_offset,
                         max_timestamp: h.max_timestamp,
-                        transactional: h.attributes & super::compact_rewrite::ATTR_TRANSACTIONAL
-                            != 0,
-                        control: h.attributes & super::compact_rewrite::ATTR_CONTROL != 0,
-                    });
+                        transactional: h.attributes & ATTR_TRANSACTIONAL != 0,
+                        control: h.attributes & ATTR_CONTROL != 0,
+                    };
+                    let first = map
+                        .producers
+                        .get(&b.producer_id)
+                        .and_then(|e| e.current_txn_first_offset);
+                    map.replay(&b);
+                    let abort = control.and_then(is_abort_marker);
+                    if b.producer_id >= 0 && h.base_offset >= cut && abort == Some(true) {
+                        let end = h.last_offset() + 1;
+                        aborted.push(AbortedTxn {
+                            producer_id: b.producer_id,
+                            first_offset: first.unwrap_or(h.base_offset),
+                            last_offset: h.base_offset,
+                            last_stable_offset: map.first_unstable_offset().unwrap_or(end),
+                        });
+                    }
                 })
                 .await;
             // A sealed segment with an unreadable header (its data is unreadable to fetches too)
@@ -107,6 +128,8 @@ impl PartitionLog {
         if replayed > 0 || !map.producers.is_empty() {
             info!(dir = %self.dir.display(), snapshot_offset = from, replayed_batches = replayed, producers = map.producers.len(), "loaded producer state");
         }
+        self.first_unstable.set(map.first_unstable_offset());
+        self.rebuild_active_txn_index(cut, aborted).await?;
         *self.producer_state.borrow_mut() = map;
         Ok(())
     }

@@ -7,7 +7,8 @@
 //! recovery), `log*` (`PartitionLog`: the public API and segment lifecycle), `compact*` (the log
 //! cleaner for `cleanup.policy=compact`: pass selection and swap, batch rewriting, crash-safe
 //! swap files and checkpoint), `producer_*` (idempotent producers' per-partition state: sequence
-//! and epoch checks, snapshot files; `log_producers` ties them to the log: recovery, expiry).
+//! and epoch checks, snapshot files; `log_producers` ties them to the log: recovery, expiry),
+//! `log_txn` and `txn_index` (transactions: markers, last stable offset, `.txnindex`).
 
 mod batch;
 mod cache;
@@ -26,6 +27,9 @@ mod log_maint;
 mod log_producers;
 #[cfg(test)]
 mod log_tests;
+mod log_txn;
+#[cfg(test)]
+mod log_txn_tests;
 mod producer_snapshot;
 mod producer_state;
 #[cfg(test)]
@@ -35,6 +39,7 @@ mod segment_read;
 mod segment_recover;
 #[cfg(test)]
 mod testutil;
+mod txn_index;
 
 pub use batch::{attributes_union, validate_batches, BatchInfo, ATTR_CONTROL, ATTR_TRANSACTIONAL};
 pub use compact::CompactionStats;
@@ -42,3 +47,4 @@ pub use config::{CleanupPolicy, IoMode, LogConfig, TimestampType};
 pub use error::StorageError;
 pub use log::{AppendResult, PartitionLog};
 pub use log_producers::ProducerSnapshot;
+pub use log_txn::batches_end_offset;

@@ -235,7 +235,7 @@ mod tests {
             control: false,
         };
         let decoded = decode(&b, 200).expect("decode");
-        assert!(matches!(decoded.stage(&[next]), Ok(Staged::Append(_))));
+        assert!(matches!(decoded.stage(&[next]), Ok(Staged::Append { .. })));
     }
 
     #[test]

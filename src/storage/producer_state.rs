@@ -46,7 +46,8 @@ pub(crate) struct ProducerEntry {
     pub batches: VecDeque<BatchMeta>,
     /// Timestamp of its last batch (max timestamp as stored: append time for LogAppendTime).
     pub last_timestamp: i64,
-    /// First offset of its open transaction (transactions are issue 4; kept, never read yet).
+    /// First offset of its open transaction in this partition (its first transactional batch
+    /// after its last marker); the last stable offset is the smallest of these.
     pub current_txn_first_offset: Option<i64>,
 }
 
@@ -162,11 +163,28 @@ fn in_sequence(last: i32, next: i32) -> bool {
     next == increment_sequence(last, 1)
 }
 
+/// A transaction ended by a control batch (marker) of a record set.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct TxnEnd {
+    /// Index of the control batch in the record set.
+    pub batch: usize,
+    pub producer_id: i64,
+    /// First offset of the transaction it ends; the marker's own offset when the producer had
+    /// no open transaction here (Kafka writes markers to every partition of a transaction).
+    pub first_offset: i64,
+    /// Offset of the marker.
+    pub marker_offset: i64,
+}
+
 /// What `stage` decided for a record set.
 #[derive(Debug)]
 pub(crate) enum Staged {
-    /// Append it, then `apply` these entries (each producer's state after the set).
-    Append(BTreeMap<i64, ProducerEntry>),
+    /// Append it, then `apply` these entries (each producer's state after the set). `ended`
+    /// lists the transactions its control batches end, in order.
+    Append {
+        updated: BTreeMap<i64, ProducerEntry>,
+        ended: Vec<TxnEnd>,
+    },
     /// Every batch is a retry of one already in the log: append nothing and answer with the
     /// original offsets (first batch's first offset, last batch's last offset).
     Duplicate { first: BatchMeta, last: BatchMeta },
@@ -190,7 +208,8 @@ impl ProducerStateMap {
         let mut updated: BTreeMap<i64, ProducerEntry> = BTreeMap::new();
         let mut duplicates: Vec<BatchMeta> = Vec::new();
         let mut fresh = 0usize;
-        for b in batches {
+        let mut ended = Vec::new();
+        for (i, b) in batches.iter().enumerate() {
             if b.producer_id < 0 {
                 fresh += 1;
                 continue;
@@ -210,6 +229,14 @@ impl ProducerStateMap {
                             .cloned()
                             .unwrap_or_else(|| ProducerEntry::new(b.epoch)),
                     };
+                    if b.control {
+                        ended.push(TxnEnd {
+                            batch: i,
+                            producer_id: b.producer_id,
+                            first_offset: entry.current_txn_first_offset.unwrap_or(b.first_offset),
+                            marker_offset: b.first_offset,
+                        });
+                    }
                     entry.record(b);
                     updated.insert(b.producer_id, entry);
                 }
@@ -220,7 +247,7 @@ impl ProducerStateMap {
             (Some(_), _) => Err(StorageError::OutOfOrderSequence(
                 "a record set mixes retried (duplicate) batches with new ones".to_string(),
             )),
-            _ => Ok(Staged::Append(updated)),
+            _ => Ok(Staged::Append { updated, ended }),
         }
     }
 
@@ -238,6 +265,15 @@ impl ProducerStateMap {
             .entry(b.producer_id)
             .or_insert_with(|| ProducerEntry::new(b.epoch))
             .record(b);
+    }
+
+    /// The smallest first offset of the open transactions, if any (the last stable offset when
+    /// there is one). Linear in the producers: callers cache it (`PartitionLog::first_unstable`).
+    pub fn first_unstable_offset(&self) -> Option<i64> {
+        self.producers
+            .values()
+            .filter_map(|e| e.current_txn_first_offset)
+            .min()
     }
 
     /// Forgets producers without an open transaction whose last timestamp is at least
@@ -313,8 +349,8 @@ mod tests {
 
     fn append(map: &mut ProducerStateMap, batches: &[ProducerBatch]) -> Result<()> {
         match map.stage(batches)? {
-            Staged::Append(u) => {
-                map.apply(u);
+            Staged::Append { updated, .. } => {
+                map.apply(updated);
                 Ok(())
             }
             Staged::Duplicate { .. } => panic!("unexpected duplicate"),

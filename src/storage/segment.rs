@@ -12,6 +12,7 @@ use super::config::IoMode;
 use super::error::Result;
 use super::file::{write_file_atomic, SegFile, ALIGN};
 use super::index::{OffsetIndex, TimeIndex};
+use super::txn_index::{self, AbortedTxn, ENTRY_BYTES};
 
 /// File name stem of a segment: its base offset as 20 zero-padded digits.
 pub(crate) fn segment_stem(base_offset: i64) -> String {
@@ -34,6 +35,9 @@ pub(crate) struct SegState {
     /// Rolling time of the segment: when its first batch was appended (after recovery: that
     /// batch's max timestamp).
     pub first_batch_ts: Option<i64>,
+    /// Aborted transactions whose ABORT marker is in this segment, in marker order (the
+    /// `.txnindex` file; see `txn_index.rs`).
+    pub aborted: Vec<AbortedTxn>,
 }
 
 impl SegState {
@@ -93,6 +97,9 @@ impl Segment {
     pub fn time_index_path(dir: &Path, base: i64) -> PathBuf {
         dir.join(format!("{}.timeindex", segment_stem(base)))
     }
+    pub fn txn_index_path(dir: &Path, base: i64) -> PathBuf {
+        dir.join(format!("{}.txnindex", segment_stem(base)))
+    }
 
     /// Creates a new, empty segment (replacing any stale file of that name).
     pub async fn create(dir: &Path, base_offset: i64, mode: IoMode) -> Result<Segment> {
@@ -101,6 +108,7 @@ impl Segment {
         for p in [
             Self::index_path(dir, base_offset),
             Self::time_index_path(dir, base_offset),
+            Self::txn_index_path(dir, base_offset),
         ] {
             if p.exists() {
                 std::fs::remove_file(&p)?;
@@ -224,6 +232,7 @@ impl Segment {
             Self::log_path(&self.dir, self.base_offset),
             Self::index_path(&self.dir, self.base_offset),
             Self::time_index_path(&self.dir, self.base_offset),
+            Self::txn_index_path(&self.dir, self.base_offset),
         ] {
             match std::fs::remove_file(&p) {
                 Ok(()) => {}
@@ -232,6 +241,46 @@ impl Segment {
             }
         }
         Ok(())
+    }
+
+    /// Records an aborted transaction whose marker was just appended to this (active) segment:
+    /// in memory, then appended to the `.txnindex` file and fdatasynced (the file's first entry
+    /// also syncs the directory, so a sealed segment never loses its index file). Caller holds
+    /// the append lock. On error the memory keeps the entry; recovery rebuilds the active
+    /// segment's file from the log.
+    pub async fn append_aborted(&self, t: AbortedTxn) -> Result<()> {
+        let index = {
+            let mut st = self.st.borrow_mut();
+            st.aborted.push(t);
+            st.aborted.len() - 1
+        };
+        let path = Self::txn_index_path(&self.dir, self.base_offset);
+        let f = SegFile::open(&path, IoMode::Buffered).await?;
+        let mut buf = f.alloc(ENTRY_BYTES);
+        buf.as_mut().copy_from_slice(&t.encode());
+        f.write(buf, (index * ENTRY_BYTES) as u64).await?;
+        f.sync().await?;
+        if index == 0 {
+            super::file::sync_dir(&self.dir)?;
+        }
+        Ok(())
+    }
+
+    /// Replaces the `.txnindex` file with the entries in memory (removing it when there are
+    /// none), atomically. Used by recovery of the active segment.
+    pub async fn rewrite_txn_index(&self) -> Result<()> {
+        let data = txn_index::encode_all(&self.st.borrow().aborted);
+        let path = Self::txn_index_path(&self.dir, self.base_offset);
+        if data.is_empty() {
+            match std::fs::remove_file(&path) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+                Err(e) => return Err(e.into()),
+            }
+        } else {
+            write_file_atomic(&path, data).await?;
+        }
+        super::file::sync_dir(&self.dir)
     }
 
     /// Whether the indexes have reached `capacity` bytes (segment.index.bytes).

@@ -3,7 +3,7 @@
 
 use bytes::Bytes;
 
-use super::batch::{for_each_record, BatchHeader, ATTR_LOG_APPEND_TIME, HEADER_LEN};
+use super::batch::{for_each_record, BatchHeader, ATTR_CONTROL, ATTR_LOG_APPEND_TIME, HEADER_LEN};
 use super::error::{Result, StorageError};
 use super::file::SegFile;
 use super::segment::{rel, Segment};
@@ -126,8 +126,13 @@ impl Segment {
     }
 
     /// Calls `f` on the header of every batch from the one holding `from` (or the first after
-    /// it) to the end of the segment. Reads headers only, never record bodies.
-    pub async fn for_each_header(&self, from: i64, mut f: impl FnMut(&BatchHeader)) -> Result<()> {
+    /// it) to the end of the segment, with the whole batch for control batches (transaction
+    /// markers, a few dozen bytes). Reads no other record bodies.
+    pub async fn for_each_header(
+        &self,
+        from: i64,
+        mut f: impl FnMut(&BatchHeader, Option<&[u8]>),
+    ) -> Result<()> {
         let Some(mut pos) = self.locate(from).await? else {
             return Ok(());
         };
@@ -135,7 +140,12 @@ impl Segment {
         let mut w = Window::new(&self.file, size, HEADER_WALK_WINDOW);
         while pos < size {
             let (h, n) = w.header(pos).await?.ok_or_else(|| corrupt_at(self, pos))?;
-            f(&h);
+            if h.attributes & ATTR_CONTROL != 0 {
+                let b = w.get(pos, n).await?;
+                f(&h, Some(&b));
+            } else {
+                f(&h, None);
+            }
             pos += n as u64;
         }
         Ok(())

@@ -13,6 +13,7 @@ use super::file::{read_small_file, SegFile, ALIGN};
 use super::index::{OffsetIndex, TimeIndex};
 use super::segment::{rel, NotedBatch, SegState, Segment};
 use super::segment_read::Window;
+use super::txn_index;
 
 /// Read size of the recovery scan.
 const SCAN_CHUNK: usize = 1 << 20;
@@ -35,6 +36,22 @@ impl Segment {
                 ..SegState::default()
             }),
         }
+    }
+
+    /// Loads the `.txnindex` file (missing: no aborted transactions). A torn or invalid tail is
+    /// dropped with a warning: the active segment's entries are rebuilt from the log by
+    /// `PartitionLog::open`; a sealed segment's file was synced whole when it was sealed.
+    pub(super) async fn load_txn_index(&self) -> Result<()> {
+        let path = Self::txn_index_path(&self.dir, self.base_offset);
+        let Some(b) = read_small_file(&path).await? else {
+            return Ok(());
+        };
+        let (entries, problem) = txn_index::decode(&b);
+        if let Some(why) = problem {
+            warn!(file = %path.display(), kept = entries.len(), "transaction index: {why}; keeping the entries before it");
+        }
+        self.st.borrow_mut().aborted = entries;
+        Ok(())
     }
 
     async fn load_indexes(
@@ -100,6 +117,7 @@ impl Segment {
                 seg.write_indexes().await?;
             }
         }
+        seg.load_txn_index().await?;
         Ok(seg)
     }
 
@@ -187,6 +205,7 @@ impl Segment {
         if now != loaded {
             seg.write_indexes().await?;
         }
+        seg.load_txn_index().await?;
         Ok(seg)
     }
 

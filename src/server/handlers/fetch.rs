@@ -3,6 +3,11 @@
 //! `min_bytes` are ready, wait (up to `max_wait_ms`) for an append on any of
 //! the requested partitions, then read again.
 //!
+//! READ_COMMITTED fetches (isolation_level 1) read only below the last stable
+//! offset, wait at it as others wait at the high watermark, and get the
+//! aborted transactions of the range returned (`storage/log_txn.rs`); every
+//! response carries the last stable offset.
+//!
 //! Fetch sessions (KIP-227) are refused the way Kafka allows: every response
 //! carries session id 0, so clients keep sending full fetch requests; an
 //! incremental fetch naming a session gets FETCH_SESSION_ID_NOT_FOUND.
@@ -11,8 +16,10 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use kafka_protocol::error::ResponseError;
-use kafka_protocol::messages::fetch_response::{FetchableTopicResponse, PartitionData};
-use kafka_protocol::messages::{FetchRequest, FetchResponse};
+use kafka_protocol::messages::fetch_response::{
+    AbortedTransaction, FetchableTopicResponse, PartitionData,
+};
+use kafka_protocol::messages::{FetchRequest, FetchResponse, ProducerId};
 
 use super::{by_shard, topic_name, topic_str};
 use crate::cluster::{image, owner_shard, partition_manager};
@@ -30,14 +37,33 @@ struct Want {
     index: i32,
     offset: i64,
     max_bytes: usize,
+    /// isolation_level 1 (READ_COMMITTED): read only below the last stable offset.
+    read_committed: bool,
 }
 
 /// What the owner shard read for one partition.
 struct Got {
     error: i16,
     high_watermark: i64,
+    last_stable_offset: i64,
     log_start_offset: i64,
     records: Bytes,
+    /// (producer id, first offset) of the aborted transactions overlapping `records`; None for
+    /// READ_UNCOMMITTED (Kafka sends a null array then).
+    aborted: Option<Vec<(i64, i64)>>,
+}
+
+impl Got {
+    fn error(error: i16, high_watermark: i64, log_start_offset: i64) -> Got {
+        Got {
+            error,
+            high_watermark,
+            last_stable_offset: high_watermark,
+            log_start_offset,
+            records: Bytes::new(),
+            aborted: None,
+        }
+    }
 }
 
 pub async fn handle(req: &Request, body: FetchRequest) -> FetchResponse {
@@ -50,6 +76,7 @@ pub async fn handle(req: &Request, body: FetchRequest) -> FetchResponse {
     let shards = runtime::nr_shards();
     let mut wants = Vec::new();
     let mut slots = 0usize;
+    let read_committed = req.version >= 4 && body.isolation_level == 1;
     for t in &body.topics {
         let name = topic_str(&t.topic);
         for p in &t.partitions {
@@ -61,6 +88,7 @@ pub async fn handle(req: &Request, body: FetchRequest) -> FetchResponse {
                 index: p.partition,
                 offset: p.fetch_offset,
                 max_bytes: p.partition_max_bytes.max(0) as usize,
+                read_committed,
             });
         }
     }
@@ -92,12 +120,11 @@ pub async fn handle(req: &Request, body: FetchRequest) -> FetchResponse {
         wait_for_append(&known, &got, shards, deadline - now).await;
     }
     for w in &unknown {
-        got[w.slot] = Some(Got {
-            error: ResponseError::UnknownTopicOrPartition.code(),
-            high_watermark: -1,
-            log_start_offset: -1,
-            records: Bytes::new(),
-        });
+        got[w.slot] = Some(Got::error(
+            ResponseError::UnknownTopicOrPartition.code(),
+            -1,
+            -1,
+        ));
     }
 
     // Response-level byte limit, in request order; the first non-empty
@@ -113,26 +140,36 @@ pub async fn handle(req: &Request, body: FetchRequest) -> FetchResponse {
             // Slots were numbered in this same topic/partition order.
             let slot = next_slot;
             next_slot += 1;
-            let g = got.get_mut(slot).and_then(Option::take).unwrap_or(Got {
-                error: ResponseError::UnknownServerError.code(),
-                high_watermark: -1,
-                log_start_offset: -1,
-                records: Bytes::new(),
-            });
+            let g = got
+                .get_mut(slot)
+                .and_then(Option::take)
+                .unwrap_or(Got::error(ResponseError::UnknownServerError.code(), -1, -1));
             let mut records = g.records;
+            let mut aborted = g.aborted;
             if !records.is_empty() {
                 if first || records.len() <= budget {
                     budget = budget.saturating_sub(records.len());
                     first = false;
                 } else {
                     records = Bytes::new();
+                    aborted = aborted.map(|_| Vec::new());
                 }
             }
             let mut pd = PartitionData::default();
             pd.partition_index = p.partition;
             pd.error_code = g.error;
             pd.high_watermark = g.high_watermark;
-            pd.last_stable_offset = g.high_watermark;
+            pd.last_stable_offset = g.last_stable_offset;
+            pd.aborted_transactions = aborted.map(|list| {
+                list.into_iter()
+                    .map(|(producer_id, first_offset)| {
+                        let mut a = AbortedTransaction::default();
+                        a.producer_id = ProducerId(producer_id);
+                        a.first_offset = first_offset;
+                        a
+                    })
+                    .collect()
+            });
             if req.version >= 5 {
                 pd.log_start_offset = g.log_start_offset;
             }
@@ -166,39 +203,44 @@ async fn read_on_owner(items: Vec<Want>) -> Vec<(usize, Got)> {
     let mut out = Vec::with_capacity(items.len());
     for w in items {
         let g = match partition_manager::get(&w.topic, w.index).await {
-            Ok(Some(p)) => {
-                let hw = p.high_watermark();
-                match p.log.read(w.offset, w.max_bytes, hw).await {
-                    Ok(records) => Got {
-                        error: 0,
-                        high_watermark: hw,
-                        log_start_offset: p.log.log_start_offset(),
-                        records,
-                    },
-                    Err(e) => Got {
-                        error: super::produce::storage_error(&e).code(),
-                        high_watermark: hw,
-                        log_start_offset: p.log.log_start_offset(),
-                        records: Bytes::new(),
-                    },
-                }
-            }
-            Ok(None) => Got {
-                error: ResponseError::UnknownTopicOrPartition.code(),
-                high_watermark: -1,
-                log_start_offset: -1,
-                records: Bytes::new(),
-            },
-            Err(e) => Got {
-                error: super::produce::storage_error(&e).code(),
-                high_watermark: -1,
-                log_start_offset: -1,
-                records: Bytes::new(),
-            },
+            Ok(Some(p)) => read_partition(&p, &w).await,
+            Ok(None) => Got::error(ResponseError::UnknownTopicOrPartition.code(), -1, -1),
+            Err(e) => Got::error(super::produce::storage_error(&e).code(), -1, -1),
         };
         out.push((w.slot, g));
     }
     out
+}
+
+/// Reads one partition: below the high watermark, or below the last stable offset for
+/// READ_COMMITTED, which also gets the aborted transactions of the returned range (Kafka's
+/// upper bound there is the offset after the last batch returned).
+async fn read_partition(p: &partition_manager::Partition, w: &Want) -> Got {
+    let hw = p.high_watermark();
+    let lso = p.log.last_stable_offset().min(hw);
+    let log_start = p.log.log_start_offset();
+    let bound = if w.read_committed { lso } else { hw };
+    let records = match p.log.read(w.offset, w.max_bytes, bound).await {
+        Ok(records) => records,
+        Err(e) => return Got::error(super::produce::storage_error(&e).code(), hw, log_start),
+    };
+    let aborted = if !w.read_committed {
+        None
+    } else {
+        let upper = crate::storage::batches_end_offset(&records).unwrap_or(w.offset);
+        match p.log.aborted_transactions(w.offset, upper) {
+            Ok(list) => Some(list),
+            Err(e) => return Got::error(super::produce::storage_error(&e).code(), hw, log_start),
+        }
+    };
+    Got {
+        error: 0,
+        high_watermark: hw,
+        last_stable_offset: lso,
+        log_start_offset: log_start,
+        records,
+        aborted,
+    }
 }
 
 /// Waits until any requested partition has data past its fetch offset, or
@@ -239,14 +281,23 @@ async fn wait_on_owner(items: Vec<Want>, wait: Duration) {
     let mut parts = Vec::new();
     for w in &items {
         if let Ok(Some(p)) = partition_manager::get(&w.topic, w.index).await {
-            parts.push((p, w.offset));
+            parts.push((p, w.offset, w.read_committed));
         }
     }
     let notified: Vec<_> = parts
         .iter()
-        .map(|(p, _)| Box::pin(p.appended.notified()))
+        .map(|(p, _, _)| Box::pin(p.appended.notified()))
         .collect();
-    if parts.iter().any(|(p, off)| p.high_watermark() > *off) || notified.is_empty() {
+    // READ_COMMITTED readers wait for the last stable offset to pass them (a marker appended
+    // fires `appended` too), others for the high watermark.
+    let readable = |p: &partition_manager::Partition, committed: bool| {
+        if committed {
+            p.log.last_stable_offset().min(p.high_watermark())
+        } else {
+            p.high_watermark()
+        }
+    };
+    if parts.iter().any(|(p, off, c)| readable(p, *c) > *off) || notified.is_empty() {
         return;
     }
     let _ = runtime::timeout(wait, futures::future::select_all(notified)).await;

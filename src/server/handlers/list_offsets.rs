@@ -1,5 +1,6 @@
 //! ListOffsets: earliest (-2), latest (-1), max timestamp (-3), earliest local
-//! (-4), or the first offset whose timestamp is at least the one given.
+//! (-4), or the first offset whose timestamp is at least the one given. LATEST
+//! for a READ_COMMITTED reader (isolation_level 1) is the last stable offset.
 
 use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::list_offsets_response::{
@@ -26,6 +27,8 @@ pub async fn handle(_req: &Request, body: ListOffsetsRequest) -> ListOffsetsResp
     let img = image();
     let shards = runtime::nr_shards();
     let mut answers: Vec<Option<Answer>> = Vec::new();
+    // isolation_level 1 (READ_COMMITTED, v2+): LATEST is the last stable offset.
+    let read_committed = _req.version >= 2 && body.isolation_level == 1;
     let mut work = Vec::new();
     for t in &body.topics {
         let name = topic_str(&t.name);
@@ -42,7 +45,13 @@ pub async fn handle(_req: &Request, body: ListOffsetsRequest) -> ListOffsetsResp
                 answers.push(None);
                 work.push((
                     owner_shard(&name, p.partition_index, shards),
-                    (slot, name.clone(), p.partition_index, p.timestamp),
+                    (
+                        slot,
+                        name.clone(),
+                        p.partition_index,
+                        p.timestamp,
+                        read_committed,
+                    ),
                 ));
             }
         }
@@ -87,13 +96,20 @@ pub async fn handle(_req: &Request, body: ListOffsetsRequest) -> ListOffsetsResp
     resp
 }
 
-async fn lookup_on_owner(items: Vec<(usize, String, i32, i64)>) -> Vec<(usize, Answer)> {
+/// (slot, topic, partition, timestamp, read_committed)
+type Lookup = (usize, String, i32, i64, bool);
+
+async fn lookup_on_owner(items: Vec<Lookup>) -> Vec<(usize, Answer)> {
     let mut out = Vec::with_capacity(items.len());
-    for (slot, topic, index, ts) in items {
+    for (slot, topic, index, ts, read_committed) in items {
         let a = match partition_manager::get(&topic, index).await {
             Ok(Some(p)) => {
                 let epoch = p.log.leader_epoch();
                 match ts {
+                    LATEST if read_committed => {
+                        let lso = p.log.last_stable_offset().min(p.high_watermark());
+                        (0, -1, lso, epoch)
+                    }
                     LATEST | LATEST_TIERED => (0, -1, p.high_watermark(), epoch),
                     EARLIEST | EARLIEST_LOCAL => (0, -1, p.log.log_start_offset(), epoch),
                     MAX_TIMESTAMP => {
