@@ -79,6 +79,12 @@ pub const BROKER_SETTINGS: &[BrokerSetting] = &[
     BrokerSetting { key: "offsets.retention.check.interval.ms", default: "600000", doc: "how often each shard looks for expired offsets" },
     BrokerSetting { key: "offset.metadata.max.bytes", default: "4096", doc: "largest metadata string of one committed offset (else OFFSET_METADATA_TOO_LARGE)" },
     BrokerSetting { key: "producer.id.expiration.ms", default: "86400000", doc: "an idempotent producer's state in a partition (last sequences, epoch) is dropped when its last batch is older than this; its next batch is then accepted with any sequence" },
+    BrokerSetting { key: "transaction.max.timeout.ms", default: "900000", doc: "largest transaction.timeout.ms a producer may ask for (else INVALID_TRANSACTION_TIMEOUT)" },
+    BrokerSetting { key: "transactional.id.expiration.ms", default: "604800000", doc: "a transactional id with no transaction open, idle this long, is forgotten" },
+    BrokerSetting { key: "transaction.state.log.num.partitions", default: "50", doc: "partitions of __transaction_state, fixed when it is first created" },
+    BrokerSetting { key: "transaction.state.log.segment.bytes", default: "104857600", doc: "segment.bytes of __transaction_state" },
+    BrokerSetting { key: "transaction.abort.timed.out.transaction.cleanup.interval.ms", default: "10000", doc: "how often each shard aborts transactions open longer than their timeout" },
+    BrokerSetting { key: "transaction.remove.expired.transaction.cleanup.interval.ms", default: "3600000", doc: "how often each shard forgets expired transactional ids" },
     BrokerSetting { key: "io_memory", default: "0", doc: "glommio registered I/O memory per shard in bytes; 0 = sized from RLIMIT_MEMLOCK" },
 ];
 
@@ -100,8 +106,46 @@ pub struct BrokerConfig {
     pub cluster_id: String,
     pub io_memory_bytes: usize,
     pub groups: GroupSettings,
+    pub txns: TxnSettings,
     /// Every broker setting by key (defaults filled in), for DescribeConfigs and topic defaults.
     pub values: BTreeMap<String, String>,
+}
+
+/// Transaction coordinator settings (Kafka's names; see docs/configuration.md).
+#[derive(Debug, Clone)]
+pub struct TxnSettings {
+    pub max_timeout_ms: i32,
+    pub id_expiration_ms: i64,
+    pub state_partitions: i32,
+    pub state_segment_bytes: i64,
+    pub abort_check_interval_ms: u64,
+    pub expire_check_interval_ms: u64,
+}
+
+impl TxnSettings {
+    fn from_values(values: &BTreeMap<String, String>) -> anyhow::Result<TxnSettings> {
+        let t = TxnSettings {
+            max_timeout_ms: parse_key(values, "transaction.max.timeout.ms")?,
+            id_expiration_ms: parse_key(values, "transactional.id.expiration.ms")?,
+            state_partitions: parse_key(values, "transaction.state.log.num.partitions")?,
+            state_segment_bytes: parse_key(values, "transaction.state.log.segment.bytes")?,
+            abort_check_interval_ms: parse_key(
+                values,
+                "transaction.abort.timed.out.transaction.cleanup.interval.ms",
+            )?,
+            expire_check_interval_ms: parse_key(
+                values,
+                "transaction.remove.expired.transaction.cleanup.interval.ms",
+            )?,
+        };
+        if t.state_partitions < 1 {
+            bail!("transaction.state.log.num.partitions must be >= 1");
+        }
+        if t.max_timeout_ms < 1 {
+            bail!("transaction.max.timeout.ms must be >= 1");
+        }
+        Ok(t)
+    }
 }
 
 /// Group coordinator settings (Kafka's names; see docs/configuration.md).
@@ -237,6 +281,7 @@ impl BrokerConfig {
             cluster_id: get("cluster.id"),
             io_memory_bytes: parse_key(&values, "io_memory")?,
             groups: GroupSettings::from_values(&values)?,
+            txns: TxnSettings::from_values(&values)?,
             values,
         };
         if cfg.num_partitions < 1 {

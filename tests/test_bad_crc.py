@@ -174,19 +174,20 @@ def test_bad_crc_batch_is_refused_and_not_stored(shared_broker, where):
     assert [g.rec() for g in got] == RECORDS + [Rec(b"k", b"after")]
 
 
-@pytest.mark.parametrize("kind", ["control", "transactional"])
-def test_control_and_transactional_batches_from_clients_are_refused(shared_broker, kind):
-    """No real client sends these on its own: clients may never write control
-    batches (INVALID_RECORD), and transactional batches need the transaction
-    coordinator, which is not there yet (INVALID_TXN_STATE)."""
+@pytest.mark.parametrize("kind", ["control", "unsequenced"])
+def test_control_and_unsequenced_batches_from_clients_are_refused(shared_broker, kind):
+    """No real client sends these: clients may never write control batches,
+    and a batch with a producer id must carry a sequence number (both
+    INVALID_RECORD)."""
     bs = shared_broker.bootstrap
     topic = uniq("ctl")
     create_topic(bs, topic, 1)
     attrs = (1 << 4) | (1 << 5) if kind == "control" else (1 << 4)
+    seq = 0 if kind == "control" else -1
     batch = record_batch(RECORDS[:1], int(time.time() * 1000), attributes=attrs,
-                         producer=(1234, 0, 0))
+                         producer=(1234, 0, seq))
     with connect(shared_broker) as s:
         err, _ = send_produce(s, topic, 0, batch, 3)
-        assert err == (87 if kind == "control" else 48), err
+        assert err == 87, err
         assert watermarks(bs, topic, 0) == (0, 0)
         assert send_produce(s, topic, 0, record_batch(RECORDS, int(time.time() * 1000)), 4) == (0, 0)

@@ -240,34 +240,44 @@ pub async fn commit(
     Ok(codes)
 }
 
-/// Committed offsets of `topics` (all the group has when None), in request order.
-pub type FetchedTopic = (String, Vec<(i32, Option<OffsetValue>)>);
+/// Committed offsets of `topics` (all the group has when None), in request
+/// order: (partition, offset, error code).
+pub type FetchedTopic = (String, Vec<(i32, Option<OffsetValue>, i16)>);
 
-pub fn fetch_offsets(group: String, topics: Option<Vec<(String, Vec<i32>)>>) -> Vec<FetchedTopic> {
+/// OffsetFetch. With `require_stable` (read_committed consumers), a
+/// partition whose offset an unfinished transaction is committing answers
+/// UNSTABLE_OFFSET_COMMIT, which the client retries.
+pub fn fetch_offsets(
+    group: String,
+    topics: Option<Vec<(String, Vec<i32>)>>,
+    require_stable: bool,
+) -> Vec<FetchedTopic> {
     let g = find(&group);
     let gb = g.as_ref().map(|g| g.borrow());
-    let offsets = gb.as_ref().map(|g| &g.offsets);
+    let entry = |t: &str, p: i32| -> (i32, Option<OffsetValue>, i16) {
+        let Some(g) = gb.as_ref() else {
+            return (p, None, 0);
+        };
+        if require_stable && g.has_pending_offset(t, p) {
+            return (p, None, E::UnstableOffsetCommit.code());
+        }
+        (p, g.offsets.get(&(t.to_string(), p)).cloned(), 0)
+    };
     match topics {
         Some(ts) => ts
             .into_iter()
             .map(|(t, parts)| {
-                let ps = parts
-                    .into_iter()
-                    .map(|p| {
-                        let v = offsets.and_then(|o| o.get(&(t.clone(), p)).cloned());
-                        (p, v)
-                    })
-                    .collect();
+                let ps = parts.into_iter().map(|p| entry(&t, p)).collect();
                 (t, ps)
             })
             .collect(),
         None => {
-            let mut by_topic: BTreeMap<String, Vec<(i32, Option<OffsetValue>)>> = BTreeMap::new();
-            for ((t, p), v) in offsets.into_iter().flatten() {
-                by_topic
-                    .entry(t.clone())
-                    .or_default()
-                    .push((*p, Some(v.clone())));
+            let mut by_topic: BTreeMap<String, Vec<(i32, Option<OffsetValue>, i16)>> =
+                BTreeMap::new();
+            if let Some(g) = gb.as_ref() {
+                for (t, p) in g.offsets.keys() {
+                    by_topic.entry(t.clone()).or_default().push(entry(t, *p));
+                }
             }
             by_topic.into_iter().collect()
         }
@@ -648,4 +658,83 @@ async fn expire_offsets(groups: &[Rc<RefCell<Group>>], retention_ms: i64, now: i
             forget(&id);
         }
     }
+}
+
+/// A transaction's marker reached `__consumer_offsets` partition
+/// `partition` (owned by this shard): the offsets its producer committed
+/// there become visible (commit) or are dropped (abort).
+pub fn complete_txn(partition: i32, producer_id: i64, commit: bool) {
+    let groups: Vec<Rc<RefCell<Group>>> = GROUPS.with(|g| g.borrow().values().cloned().collect());
+    for g in groups {
+        if offsets_partition(&g.borrow().id) == partition {
+            g.borrow_mut().complete_txn(producer_id, commit);
+        }
+    }
+}
+
+/// TxnOffsetCommit: offsets written inside the producer's transaction (a
+/// transactional batch of `producer`), held pending until its marker.
+/// Err: a group-level error; Ok: one code per item.
+pub async fn txn_commit(
+    group: String,
+    producer: (i64, i16),
+    member: String,
+    instance: Option<String>,
+    generation: i32,
+    items: Vec<CommitItem>,
+) -> Result<Vec<i16>, i16> {
+    let g = find_or_create(&group);
+    if generation >= 0 || !member.is_empty() {
+        // v3+ carries the member's generation: checked as for OffsetCommit.
+        g.borrow_mut()
+            .validate_commit(&member, instance.as_deref(), generation, now_ms())?;
+    }
+    let now = now_ms();
+    let img = image();
+    let max_meta = partition_manager::broker_config()
+        .groups
+        .offset_metadata_max_bytes;
+    let mut codes = Vec::with_capacity(items.len());
+    let mut recs = Vec::new();
+    let mut accepted = Vec::new();
+    for it in items {
+        let code = if img.partition(&it.topic, it.partition).is_none() {
+            E::UnknownTopicOrPartition.code()
+        } else if it.metadata.as_ref().is_some_and(|m| m.len() > max_meta) {
+            E::OffsetMetadataTooLarge.code()
+        } else {
+            let v = OffsetValue {
+                offset: it.offset,
+                leader_epoch: it.leader_epoch,
+                metadata: it.metadata.unwrap_or_default(),
+                commit_timestamp_ms: now,
+            };
+            recs.push((
+                records::offset_key(&group, &it.topic, it.partition),
+                Some(records::offset_value(&v)),
+            ));
+            accepted.push(((it.topic, it.partition), v));
+            0
+        };
+        codes.push(code);
+    }
+    if let Err(code) = internal_topic::append(
+        OFFSETS_TOPIC,
+        offsets_partition(&group),
+        recs,
+        Some(producer),
+    )
+    .await
+    {
+        for c in codes.iter_mut().filter(|c| **c == 0) {
+            *c = code;
+        }
+        return Ok(codes);
+    }
+    g.borrow_mut()
+        .pending_txn
+        .entry(producer.0)
+        .or_default()
+        .extend(accepted);
+    Ok(codes)
 }

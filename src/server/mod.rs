@@ -102,6 +102,14 @@ async fn shard_main(id: usize, cfg: Arc<BrokerConfig>) {
     }
     runtime::spawn(partition_manager::housekeeping_loop());
     runtime::spawn(crate::group::coordinator::timer_loop());
+    match crate::txn::coordinator::load_owned().await {
+        Ok(n) => tracing::info!(shard = id, transactional_ids = n, "transactions loaded"),
+        Err(e) => {
+            tracing::error!(shard = id, error = %format!("{e:#}"), "cannot load transactions; exiting");
+            std::process::exit(1);
+        }
+    }
+    runtime::spawn(crate::txn::coordinator::timer_loop());
     let listener = match glommio::net::TcpListener::bind(&cfg.listen) {
         Ok(l) => l,
         Err(e) => {

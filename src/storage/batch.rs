@@ -28,6 +28,25 @@ pub const ATTR_TRANSACTIONAL: i16 = 1 << 4;
 /// Attribute bit of a control batch (transaction markers).
 pub const ATTR_CONTROL: i16 = 1 << 5;
 
+/// Whether some batch of a record set has a producer id but no sequence
+/// number (clients must number idempotent batches; only coordinators write
+/// unsequenced transactional batches, to internal topics).
+pub fn has_unsequenced_producer_batch(buf: &[u8]) -> bool {
+    let mut pos = 0usize;
+    while pos + HEADER_LEN <= buf.len() {
+        let pid = be_i64(buf, pos + OFF_PRODUCER_ID);
+        let seq = be_i32(buf, pos + OFF_PRODUCER_ID + 10);
+        if pid >= 0 && seq < 0 {
+            return true;
+        }
+        let Ok(len) = usize::try_from(be_i32(buf, pos + OFF_LENGTH)) else {
+            break;
+        };
+        pos = pos.saturating_add(LOG_OVERHEAD).saturating_add(len);
+    }
+    false
+}
+
 /// The OR of the attributes of every batch header in a record set (headers
 /// that do not fit are ignored here; validation refuses them later).
 pub fn attributes_union(buf: &[u8]) -> i16 {

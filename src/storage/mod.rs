@@ -41,7 +41,10 @@ mod segment_recover;
 mod testutil;
 mod txn_index;
 
-pub use batch::{attributes_union, validate_batches, BatchInfo, ATTR_CONTROL, ATTR_TRANSACTIONAL};
+pub use batch::{
+    attributes_union, has_unsequenced_producer_batch, validate_batches, BatchInfo, ATTR_CONTROL,
+    ATTR_TRANSACTIONAL,
+};
 pub use compact::CompactionStats;
 pub use config::{CleanupPolicy, IoMode, LogConfig, TimestampType};
 pub use error::StorageError;

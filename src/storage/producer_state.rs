@@ -78,6 +78,14 @@ impl ProducerEntry {
             self.current_txn_first_offset = None;
             return;
         }
+        if b.transactional && self.current_txn_first_offset.is_none() {
+            self.current_txn_first_offset = Some(b.first_offset);
+        }
+        if b.base_sequence < 0 {
+            // A coordinator's own transactional write (TxnOffsetCommit):
+            // part of the transaction, but not sequenced.
+            return;
+        }
         if self.batches.len() == BATCHES_PER_PRODUCER {
             self.batches.pop_front();
         }
@@ -88,9 +96,6 @@ impl ProducerEntry {
             last_offset: b.first_offset + i64::from(b.last_offset_delta),
             max_timestamp: b.max_timestamp,
         });
-        if b.transactional && self.current_txn_first_offset.is_none() {
-            self.current_txn_first_offset = Some(b.first_offset);
-        }
     }
 
     /// The remembered batch with exactly this sequence range, if any.
@@ -290,7 +295,10 @@ impl ProducerStateMap {
 
 /// Checks one batch against its producer's current (possibly staged) state.
 fn check(current: Option<&ProducerEntry>, b: &ProducerBatch) -> Result<Check> {
-    if b.base_sequence < 0 && !b.control {
+    // Unsequenced transactional batches are the group coordinator's
+    // TxnOffsetCommit writes (clients cannot write __consumer_offsets).
+    let unsequenced_txn = b.transactional && b.base_sequence < 0;
+    if b.base_sequence < 0 && !b.control && !unsequenced_txn {
         return Err(StorageError::InvalidRecord(format!(
             "invalid sequence number {} in a batch of producer id {}",
             b.base_sequence, b.producer_id
@@ -305,7 +313,7 @@ fn check(current: Option<&ProducerEntry>, b: &ProducerBatch) -> Result<Check> {
             b.epoch, b.producer_id, e.epoch
         )));
     }
-    if b.control {
+    if b.control || unsequenced_txn {
         return Ok(Check::Accept);
     }
     if b.epoch > e.epoch {

@@ -21,6 +21,7 @@
 //! (DescribeTransactions and ListTransactions views), `markers` (control
 //! batches). docs/transactions.md says what is still to be wired.
 
+pub mod coordinator;
 pub mod describe;
 pub mod markers;
 pub mod records;

@@ -43,7 +43,7 @@ fn opt(v: &Option<StrBytes>) -> Option<String> {
 }
 
 /// Runs `f` on the coordinator shard of `group`. Err: a Kafka error code.
-async fn on_coordinator<T, F, Fut>(group: &str, f: F) -> Result<T, i16>
+pub(crate) async fn on_group_coordinator<T, F, Fut>(group: &str, f: F) -> Result<T, i16>
 where
     T: Send + 'static,
     F: FnOnce() -> Fut + Send + 'static,
@@ -80,10 +80,13 @@ pub async fn find_coordinator(
                 Ok(()) => (0, None),
                 Err(c) => (c, Some("the offsets topic is not available".to_string())),
             },
-            1 => (
-                E::CoordinatorNotAvailable.code(),
-                Some("transactions are not supported yet".to_string()),
-            ),
+            1 => match crate::txn::coordinator::ensure_topic().await {
+                Ok(()) => (0, None),
+                Err(c) => (
+                    c,
+                    Some("the transaction state topic is not available".to_string()),
+                ),
+            },
             _ => (
                 E::InvalidRequest.code(),
                 Some(format!("unknown coordinator key type {}", body.key_type)),
@@ -152,7 +155,7 @@ pub async fn join_group(
         require_known_member_id: v >= 4,
     };
     let g = group.clone();
-    let r = match on_coordinator(&group, move || coordinator::join(g, jr)).await {
+    let r = match on_group_coordinator(&group, move || coordinator::join(g, jr)).await {
         Ok(r) => r,
         Err(code) => {
             resp.error_code = code;
@@ -220,7 +223,7 @@ pub async fn sync_group(req: &Request, body: SyncGroupRequest) -> SyncGroupRespo
             .collect(),
     };
     let g = group.clone();
-    match on_coordinator(&group, move || coordinator::sync(g, sr)).await {
+    match on_group_coordinator(&group, move || coordinator::sync(g, sr)).await {
         Ok(r) => {
             resp.error_code = r.error;
             resp.assignment = r.assignment;
@@ -248,7 +251,7 @@ pub async fn heartbeat(req: &Request, body: HeartbeatRequest) -> HeartbeatRespon
         None
     };
     let gen = body.generation_id;
-    resp.error_code = on_coordinator(&group, move || async move {
+    resp.error_code = on_group_coordinator(&group, move || async move {
         coordinator::heartbeat(g, m, inst, gen)
     })
     .await
@@ -274,7 +277,7 @@ pub async fn leave_group(req: &Request, body: LeaveGroupRequest) -> LeaveGroupRe
     };
     let g = group.clone();
     let ms = members.clone();
-    let codes = match on_coordinator(&group, move || coordinator::leave(g, ms)).await {
+    let codes = match on_group_coordinator(&group, move || coordinator::leave(g, ms)).await {
         Ok(c) => c,
         Err(code) => {
             resp.error_code = code;
@@ -322,7 +325,7 @@ pub async fn offset_commit(req: &Request, body: OffsetCommitRequest) -> OffsetCo
     let gen = body.generation_id_or_member_epoch;
     let g = group.clone();
     let n = items.len();
-    let codes = match on_coordinator(&group, move || {
+    let codes = match on_group_coordinator(&group, move || {
         coordinator::commit(g, member, inst, gen, items)
     })
     .await
@@ -356,10 +359,11 @@ pub async fn offset_commit(req: &Request, body: OffsetCommitRequest) -> OffsetCo
 async fn fetch_group(
     group: String,
     topics: Option<Vec<(String, Vec<i32>)>>,
+    require_stable: bool,
 ) -> Result<Vec<FetchedTopic>, i16> {
     let g = group.clone();
-    on_coordinator(&group, move || async move {
-        coordinator::fetch_offsets(g, topics)
+    on_group_coordinator(&group, move || async move {
+        coordinator::fetch_offsets(g, topics, require_stable)
     })
     .await
 }
@@ -375,7 +379,7 @@ pub async fn offset_fetch(req: &Request, body: OffsetFetchRequest) -> OffsetFetc
                     .collect()
             });
             let mut out = OffsetFetchResponseGroup::default().with_group_id(g.group_id.clone());
-            match fetch_group(s(&g.group_id.0), topics).await {
+            match fetch_group(s(&g.group_id.0), topics, body.require_stable).await {
                 Ok(ts) => {
                     out.topics = ts
                         .into_iter()
@@ -384,10 +388,11 @@ pub async fn offset_fetch(req: &Request, body: OffsetFetchRequest) -> OffsetFetc
                                 .with_name(topic_name(&t))
                                 .with_partitions(
                                     ps.into_iter()
-                                        .map(|(p, o)| {
+                                        .map(|(p, o, code)| {
                                             let (off, epoch, meta) = split(o);
                                             OffsetFetchResponsePartitions::default()
                                                 .with_partition_index(p)
+                                                .with_error_code(code)
                                                 .with_committed_offset(off)
                                                 .with_committed_leader_epoch(epoch)
                                                 .with_metadata(Some(str_bytes(&meta)))
@@ -408,7 +413,8 @@ pub async fn offset_fetch(req: &Request, body: OffsetFetchRequest) -> OffsetFetc
             .map(|t| (topic_str(&t.name), t.partition_indexes.clone()))
             .collect()
     });
-    match fetch_group(s(&body.group_id.0), topics).await {
+    let stable = v >= 7 && body.require_stable;
+    match fetch_group(s(&body.group_id.0), topics, stable).await {
         Ok(ts) => {
             resp.topics = ts
                 .into_iter()
@@ -417,10 +423,11 @@ pub async fn offset_fetch(req: &Request, body: OffsetFetchRequest) -> OffsetFetc
                         .with_name(topic_name(&t))
                         .with_partitions(
                             ps.into_iter()
-                                .map(|(p, o)| {
+                                .map(|(p, o, code)| {
                                     let (off, epoch, meta) = split(o);
                                     OffsetFetchResponsePartition::default()
                                         .with_partition_index(p)
+                                        .with_error_code(code)
                                         .with_committed_offset(off)
                                         .with_committed_leader_epoch(if v >= 5 {
                                             epoch
@@ -508,7 +515,7 @@ pub async fn describe_groups(req: &Request, body: DescribeGroupsRequest) -> Desc
                 i32::MIN
             };
         }
-        match on_coordinator(&group, move || async move { coordinator::describe(g) }).await {
+        match on_group_coordinator(&group, move || async move { coordinator::describe(g) }).await {
             Ok(sum) => {
                 out.group_state = str_bytes(&sum.state);
                 out.protocol_type = str_bytes(&sum.protocol_type);
@@ -543,7 +550,7 @@ pub async fn delete_groups(body: DeleteGroupsRequest) -> DeleteGroupsResponse {
     for gid in &body.groups_names {
         let group = s(&gid.0);
         let g = group.clone();
-        let code = on_coordinator(&group, move || coordinator::delete(g))
+        let code = on_group_coordinator(&group, move || coordinator::delete(g))
             .await
             .unwrap_or_else(|c| c);
         resp.results.push(
@@ -569,7 +576,7 @@ pub async fn offset_delete(body: OffsetDeleteRequest) -> OffsetDeleteResponse {
         .collect();
     let g = group.clone();
     let mut resp = OffsetDeleteResponse::default();
-    match on_coordinator(&group, move || coordinator::delete_offsets(g, topics)).await {
+    match on_group_coordinator(&group, move || coordinator::delete_offsets(g, topics)).await {
         Ok(Ok(ts)) => {
             resp.topics = ts
                 .into_iter()

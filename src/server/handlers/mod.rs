@@ -13,6 +13,7 @@ mod init_producer_id;
 mod list_offsets;
 mod metadata;
 mod produce;
+mod txn;
 
 use std::collections::BTreeMap;
 
@@ -65,7 +66,23 @@ pub async fn handle(frame: Bytes, client_host: &str) -> Result<Option<Bytes>, Fr
         ApiKey::DescribeCluster => {
             respond(&req, describe_cluster::handle(&req, decode_body(&req)?))
         }
-        ApiKey::InitProducerId => respond(&req, init_producer_id::handle(decode_body(&req)?).await),
+        ApiKey::InitProducerId => respond(
+            &req,
+            init_producer_id::handle(&req, decode_body(&req)?).await,
+        ),
+        ApiKey::AddPartitionsToTxn => {
+            respond(&req, txn::add_partitions(&req, decode_body(&req)?).await)
+        }
+        ApiKey::AddOffsetsToTxn => respond(&req, txn::add_offsets(&req, decode_body(&req)?).await),
+        ApiKey::EndTxn => respond(&req, txn::end_txn(&req, decode_body(&req)?).await),
+        ApiKey::TxnOffsetCommit => {
+            respond(&req, txn::txn_offset_commit(&req, decode_body(&req)?).await)
+        }
+        ApiKey::DescribeTransactions => respond(&req, txn::describe(decode_body(&req)?).await),
+        ApiKey::ListTransactions => respond(&req, txn::list(&req, decode_body(&req)?).await),
+        ApiKey::DescribeProducers => {
+            respond(&req, txn::describe_producers(decode_body(&req)?).await)
+        }
         ApiKey::FindCoordinator => respond(
             &req,
             groups::find_coordinator(&req, decode_body(&req)?).await,

@@ -97,10 +97,10 @@ pub async fn handle(req: &Request, body: ProduceRequest) -> Option<ProduceRespon
                         ResponseError::InvalidRecord,
                         Some("clients may not write control batches".into()),
                     )),
-                    Some(_) if attrs & crate::storage::ATTR_TRANSACTIONAL != 0 => {
+                    Some(r) if crate::storage::has_unsequenced_producer_batch(r) => {
                         Some(Appended::error(
-                            ResponseError::InvalidTxnState,
-                            Some("transactional produce is not supported yet".into()),
+                            ResponseError::InvalidRecord,
+                            Some("a batch with a producer id needs a sequence number".into()),
                         ))
                     }
                     Some(records) => {

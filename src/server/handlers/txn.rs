@@ -1,0 +1,405 @@
+//! Transaction APIs: AddPartitionsToTxn, AddOffsetsToTxn, EndTxn,
+//! TxnOffsetCommit, DescribeTransactions, ListTransactions (InitProducerId
+//! with a transactional id is in `init_producer_id.rs`). Each transactional
+//! id's part runs on its coordinator shard (`txn::coordinator`);
+//! TxnOffsetCommit runs on the group's coordinator shard.
+
+use std::future::Future;
+
+use kafka_protocol::error::ResponseError as E;
+use kafka_protocol::messages::add_partitions_to_txn_response::{
+    AddPartitionsToTxnPartitionResult, AddPartitionsToTxnResult, AddPartitionsToTxnTopicResult,
+};
+use kafka_protocol::messages::describe_transactions_response::{TopicData, TransactionState};
+use kafka_protocol::messages::list_transactions_response::TransactionState as ListedState;
+use kafka_protocol::messages::txn_offset_commit_response::{
+    TxnOffsetCommitResponsePartition, TxnOffsetCommitResponseTopic,
+};
+use kafka_protocol::messages::*;
+use kafka_protocol::protocol::StrBytes;
+
+use super::{str_bytes, topic_name, topic_str};
+use crate::group::coordinator::CommitItem;
+use crate::protocol::Request;
+use crate::runtime;
+use crate::txn::coordinator;
+use crate::txn::describe::ListFilter;
+
+fn s(v: &StrBytes) -> String {
+    v.as_str().to_string()
+}
+
+/// Runs `f` on the coordinator shard of `transactional_id`. Err: a Kafka code.
+pub(crate) async fn on_txn_coordinator<T, F, Fut>(transactional_id: &str, f: F) -> Result<T, i16>
+where
+    T: Send + 'static,
+    F: FnOnce() -> Fut + Send + 'static,
+    Fut: Future<Output = T> + 'static,
+{
+    coordinator::ensure_topic().await?;
+    let shard = coordinator::locate(transactional_id).ok_or(E::CoordinatorNotAvailable.code())?;
+    runtime::submit_to(shard, move || async move {
+        if !coordinator::loaded() {
+            return Err(E::CoordinatorLoadInProgress.code());
+        }
+        Ok(f().await)
+    })
+    .await
+    .map_err(|_| E::CoordinatorNotAvailable.code())?
+}
+
+type TopicParts = Vec<(String, Vec<i32>)>;
+
+/// One transaction's AddPartitionsToTxn: the code for every partition (like
+/// Kafka, unknown partitions fail the request and the others are reported
+/// OPERATION_NOT_ATTEMPTED).
+async fn add_one(
+    id: String,
+    pid: i64,
+    epoch: i16,
+    topics: TopicParts,
+    version: i16,
+) -> Vec<(String, Vec<(i32, i16)>)> {
+    let img = crate::cluster::image();
+    let unknown = topics
+        .iter()
+        .any(|(t, ps)| ps.iter().any(|p| img.partition(t, *p).is_none()));
+    if unknown {
+        return topics
+            .into_iter()
+            .map(|(t, ps)| {
+                let codes = ps
+                    .iter()
+                    .map(|p| {
+                        let c = if img.partition(&t, *p).is_none() {
+                            E::UnknownTopicOrPartition.code()
+                        } else {
+                            E::OperationNotAttempted.code()
+                        };
+                        (*p, c)
+                    })
+                    .collect();
+                (t, codes)
+            })
+            .collect();
+    }
+    let parts: Vec<(String, i32)> = topics
+        .iter()
+        .flat_map(|(t, ps)| ps.iter().map(move |p| (t.clone(), *p)))
+        .collect();
+    let code = on_txn_coordinator(&id.clone(), move || {
+        coordinator::add_partitions(id, pid, epoch, parts, version)
+    })
+    .await
+    .unwrap_or_else(|c| c);
+    topics
+        .into_iter()
+        .map(|(t, ps)| (t, ps.into_iter().map(|p| (p, code)).collect()))
+        .collect()
+}
+
+fn topic_results(r: Vec<(String, Vec<(i32, i16)>)>) -> Vec<AddPartitionsToTxnTopicResult> {
+    r.into_iter()
+        .map(|(t, ps)| {
+            AddPartitionsToTxnTopicResult::default()
+                .with_name(topic_name(&t))
+                .with_results_by_partition(
+                    ps.into_iter()
+                        .map(|(p, c)| {
+                            AddPartitionsToTxnPartitionResult::default()
+                                .with_partition_index(p)
+                                .with_partition_error_code(c)
+                        })
+                        .collect(),
+                )
+        })
+        .collect()
+}
+
+pub async fn add_partitions(
+    req: &Request,
+    body: AddPartitionsToTxnRequest,
+) -> AddPartitionsToTxnResponse {
+    let v = req.version;
+    let mut resp = AddPartitionsToTxnResponse::default();
+    let parts = |topics: &[add_partitions_to_txn_request::AddPartitionsToTxnTopic]| -> TopicParts {
+        topics
+            .iter()
+            .map(|t| (topic_str(&t.name), t.partitions.clone()))
+            .collect()
+    };
+    if v <= 3 {
+        let r = add_one(
+            s(&body.v3_and_below_transactional_id.0),
+            body.v3_and_below_producer_id.0,
+            body.v3_and_below_producer_epoch,
+            parts(&body.v3_and_below_topics),
+            v,
+        )
+        .await;
+        resp.results_by_topic_v3_and_below = topic_results(r);
+        return resp;
+    }
+    for t in &body.transactions {
+        if t.verify_only {
+            // KIP-890 verification is not implemented: say so per partition.
+            let r = parts(&t.topics)
+                .into_iter()
+                .map(|(n, ps)| {
+                    (
+                        n,
+                        ps.into_iter()
+                            .map(|p| (p, E::InvalidRequest.code()))
+                            .collect(),
+                    )
+                })
+                .collect();
+            resp.results_by_transaction.push(
+                AddPartitionsToTxnResult::default()
+                    .with_transactional_id(t.transactional_id.clone())
+                    .with_topic_results(topic_results(r)),
+            );
+            continue;
+        }
+        let r = add_one(
+            s(&t.transactional_id.0),
+            t.producer_id.0,
+            t.producer_epoch,
+            parts(&t.topics),
+            v,
+        )
+        .await;
+        resp.results_by_transaction.push(
+            AddPartitionsToTxnResult::default()
+                .with_transactional_id(t.transactional_id.clone())
+                .with_topic_results(topic_results(r)),
+        );
+    }
+    resp
+}
+
+pub async fn add_offsets(req: &Request, body: AddOffsetsToTxnRequest) -> AddOffsetsToTxnResponse {
+    let v = req.version;
+    let id = s(&body.transactional_id.0);
+    let group = s(&body.group_id.0);
+    let (pid, epoch) = (body.producer_id.0, body.producer_epoch);
+    let code = match crate::group::ensure_offsets_topic().await {
+        Err(c) => c,
+        Ok(()) => on_txn_coordinator(&id.clone(), move || {
+            coordinator::add_offsets(id, pid, epoch, group, v)
+        })
+        .await
+        .unwrap_or_else(|c| c),
+    };
+    AddOffsetsToTxnResponse::default().with_error_code(code)
+}
+
+pub async fn end_txn(req: &Request, body: EndTxnRequest) -> EndTxnResponse {
+    let v = req.version;
+    let id = s(&body.transactional_id.0);
+    let (pid, epoch, commit) = (body.producer_id.0, body.producer_epoch, body.committed);
+    let code = on_txn_coordinator(&id.clone(), move || {
+        coordinator::end_txn(id, pid, epoch, commit, v)
+    })
+    .await
+    .unwrap_or_else(|c| c);
+    let mut resp = EndTxnResponse::default().with_error_code(code);
+    if v >= 5 {
+        resp.producer_id = ProducerId(-1);
+        resp.producer_epoch = -1;
+    }
+    resp
+}
+
+pub async fn txn_offset_commit(
+    req: &Request,
+    body: TxnOffsetCommitRequest,
+) -> TxnOffsetCommitResponse {
+    let v = req.version;
+    let group = s(&body.group_id.0);
+    let mut items = Vec::new();
+    for t in &body.topics {
+        for p in &t.partitions {
+            items.push(CommitItem {
+                topic: topic_str(&t.name),
+                partition: p.partition_index,
+                offset: p.committed_offset,
+                leader_epoch: if v >= 2 { p.committed_leader_epoch } else { -1 },
+                metadata: p.committed_metadata.as_ref().map(s),
+            });
+        }
+    }
+    let n = items.len();
+    let producer = (body.producer_id.0, body.producer_epoch);
+    let (member, inst, gen) = if v >= 3 {
+        (
+            s(&body.member_id),
+            body.group_instance_id.as_ref().map(s),
+            body.generation_id,
+        )
+    } else {
+        (String::new(), None, -1)
+    };
+    let g = group.clone();
+    let codes = match super::groups::on_group_coordinator(&group, move || {
+        crate::group::coordinator::txn_commit(g, producer, member, inst, gen, items)
+    })
+    .await
+    {
+        Ok(Ok(c)) => c,
+        Ok(Err(c)) | Err(c) => vec![c; n],
+    };
+    let mut codes = codes.into_iter();
+    let topics = body
+        .topics
+        .iter()
+        .map(|t| {
+            TxnOffsetCommitResponseTopic::default()
+                .with_name(t.name.clone())
+                .with_partitions(
+                    t.partitions
+                        .iter()
+                        .map(|p| {
+                            TxnOffsetCommitResponsePartition::default()
+                                .with_partition_index(p.partition_index)
+                                .with_error_code(codes.next().unwrap_or(0))
+                        })
+                        .collect(),
+                )
+        })
+        .collect();
+    TxnOffsetCommitResponse::default().with_topics(topics)
+}
+
+pub async fn describe(body: DescribeTransactionsRequest) -> DescribeTransactionsResponse {
+    let mut resp = DescribeTransactionsResponse::default();
+    for tid in &body.transactional_ids {
+        let id = s(&tid.0);
+        let i = id.clone();
+        let mut st = TransactionState::default()
+            .with_transactional_id(tid.clone())
+            .with_producer_id(ProducerId(-1))
+            .with_producer_epoch(-1)
+            .with_transaction_start_time_ms(-1);
+        match on_txn_coordinator(&id, move || async move { coordinator::describe(i) }).await {
+            Ok(Ok(d)) => {
+                st.transaction_state = str_bytes(d.state);
+                st.transaction_timeout_ms = d.txn_timeout_ms;
+                st.transaction_start_time_ms = d.txn_start_ms;
+                st.producer_id = ProducerId(d.producer_id);
+                st.producer_epoch = d.producer_epoch;
+                st.topics = d
+                    .topics
+                    .into_iter()
+                    .map(|(t, ps)| {
+                        TopicData::default()
+                            .with_topic(topic_name(&t))
+                            .with_partitions(ps)
+                    })
+                    .collect();
+            }
+            Ok(Err(c)) | Err(c) => st.error_code = c,
+        }
+        resp.transaction_states.push(st);
+    }
+    resp
+}
+
+pub async fn list(req: &Request, body: ListTransactionsRequest) -> ListTransactionsResponse {
+    let filter = ListFilter {
+        states: body.state_filters.iter().map(s).collect(),
+        producer_ids: body.producer_id_filters.iter().map(|p| p.0).collect(),
+        duration_filter_ms: if req.version >= 1 {
+            body.duration_filter
+        } else {
+            -1
+        },
+    };
+    let mut resp = ListTransactionsResponse::default();
+    if let Err(c) = coordinator::ensure_topic().await {
+        resp.error_code = c;
+        return resp;
+    }
+    let mut all = Vec::new();
+    let mut unknown = Vec::new();
+    for shard in 0..runtime::nr_shards() {
+        let f = filter.clone();
+        let listed = runtime::submit_to(shard, move || async move {
+            coordinator::loaded().then(|| coordinator::list(&f))
+        })
+        .await;
+        match listed {
+            Ok(Some(l)) => {
+                all.extend(l.transactions);
+                unknown = l.unknown_state_filters;
+            }
+            Ok(None) => resp.error_code = E::CoordinatorLoadInProgress.code(),
+            Err(_) => resp.error_code = E::CoordinatorNotAvailable.code(),
+        }
+    }
+    all.sort_by(|a, b| a.transactional_id.cmp(&b.transactional_id));
+    resp.unknown_state_filters = unknown.iter().map(|u| str_bytes(u)).collect();
+    resp.transaction_states = all
+        .into_iter()
+        .map(|l| {
+            ListedState::default()
+                .with_transactional_id(TransactionalId(str_bytes(&l.transactional_id)))
+                .with_producer_id(ProducerId(l.producer_id))
+                .with_transaction_state(str_bytes(l.state))
+        })
+        .collect();
+    resp
+}
+
+/// DescribeProducers: the producer state of each partition (on its owner shard).
+pub async fn describe_producers(body: DescribeProducersRequest) -> DescribeProducersResponse {
+    use kafka_protocol::messages::describe_producers_response::{
+        PartitionResponse, ProducerState, TopicResponse,
+    };
+    let shards = runtime::nr_shards();
+    let img = crate::cluster::image();
+    let mut resp = DescribeProducersResponse::default();
+    for t in &body.topics {
+        let topic = topic_str(&t.name);
+        let mut out = TopicResponse::default().with_name(t.name.clone());
+        for &p in &t.partition_indexes {
+            let mut pr = PartitionResponse::default().with_partition_index(p);
+            if img.partition(&topic, p).is_none() {
+                pr.error_code = E::UnknownTopicOrPartition.code();
+                out.partitions.push(pr);
+                continue;
+            }
+            let tn = topic.clone();
+            let owner = crate::cluster::owner_shard(&topic, p, shards);
+            let listed = runtime::submit_to(owner, move || async move {
+                match crate::cluster::partition_manager::get(&tn, p).await {
+                    Ok(Some(part)) => Ok(part.log.producers()),
+                    Ok(None) => Err(E::UnknownTopicOrPartition.code()),
+                    Err(e) => Err(super::produce::storage_error(&e).code()),
+                }
+            })
+            .await;
+            match listed {
+                Ok(Ok(ps)) => {
+                    pr.active_producers = ps
+                        .into_iter()
+                        .map(|s| {
+                            ProducerState::default()
+                                .with_producer_id(ProducerId(s.producer_id))
+                                .with_producer_epoch(i32::from(s.epoch))
+                                .with_last_sequence(s.last_sequence)
+                                .with_last_timestamp(s.last_timestamp)
+                                .with_coordinator_epoch(s.coordinator_epoch)
+                                .with_current_txn_start_offset(s.current_txn_start_offset)
+                        })
+                        .collect()
+                }
+                Ok(Err(c)) => pr.error_code = c,
+                Err(_) => pr.error_code = E::NotLeaderOrFollower.code(),
+            }
+            out.partitions.push(pr);
+        }
+        resp.topics.push(out);
+    }
+    resp
+}

@@ -1,0 +1,401 @@
+//! The transaction coordinator of one shard: the transactional ids whose
+//! `__transaction_state` partition this shard owns, their persistence, the
+//! start-up load, the markers that finish a transaction, and the timers
+//! (transaction timeouts, id expiry). Like `group::coordinator`, everything
+//! here runs on the owning shard and returns plain data.
+
+use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
+use std::rc::Rc;
+use std::time::Duration;
+
+use kafka_protocol::error::ResponseError as E;
+
+use super::describe::{self, Description, ListFilter, Listing};
+use super::records;
+use super::state::Txn;
+use super::transition::{InitOutcome, Outcome, TopicPartition, Transition, TxnState};
+use super::{partition_for, Limits, TxnError, TXN_STATE_TOPIC};
+use crate::cluster::{image, internal_topic, owner_shard, partition_manager, producer_ids};
+use crate::runtime;
+use crate::server::now_ms;
+
+thread_local! {
+    static TXNS: RefCell<HashMap<String, Rc<RefCell<Txn>>>> = RefCell::new(HashMap::new());
+    static LOADED: Cell<bool> = const { Cell::new(false) };
+}
+
+/// Whether this shard has finished loading its transactional ids.
+pub fn loaded() -> bool {
+    LOADED.with(Cell::get)
+}
+
+pub fn limits() -> Limits {
+    let t = &partition_manager::broker_config().txns;
+    Limits {
+        max_timeout_ms: t.max_timeout_ms,
+        id_expiration_ms: t.id_expiration_ms,
+    }
+}
+
+/// Creates `__transaction_state` if needed. Err: a Kafka code.
+pub async fn ensure_topic() -> Result<(), i16> {
+    let t = &partition_manager::broker_config().txns;
+    internal_topic::ensure(TXN_STATE_TOPIC, t.state_partitions, t.state_segment_bytes).await
+}
+
+/// The shard coordinating `transactional_id`; None until the topic exists.
+pub fn locate(transactional_id: &str) -> Option<usize> {
+    let img = image();
+    let t = img.topic(TXN_STATE_TOPIC)?;
+    let p = partition_for(transactional_id, t.partitions.len() as i32);
+    Some(owner_shard(TXN_STATE_TOPIC, p, runtime::nr_shards()))
+}
+
+fn state_partition(id: &str) -> i32 {
+    let n = image()
+        .topic(TXN_STATE_TOPIC)
+        .map(|t| t.partitions.len() as i32)
+        .unwrap_or(1);
+    partition_for(id, n)
+}
+
+fn find(id: &str) -> Option<Rc<RefCell<Txn>>> {
+    TXNS.with(|t| t.borrow().get(id).cloned())
+}
+
+fn find_or_create(id: &str) -> Rc<RefCell<Txn>> {
+    TXNS.with(|t| {
+        t.borrow_mut()
+            .entry(id.to_string())
+            .or_insert_with(|| Rc::new(RefCell::new(Txn::new(id, now_ms()))))
+            .clone()
+    })
+}
+
+/// Writes a transition, then applies it (or rolls the pending state back).
+async fn persist(txn: &Rc<RefCell<Txn>>, t: &Transition) -> Result<(), i16> {
+    let id = txn.borrow().id().to_string();
+    let rec = t.record(&id);
+    match internal_topic::append(TXN_STATE_TOPIC, state_partition(&id), vec![rec], None).await {
+        Ok(()) => txn.borrow_mut().complete(t).map_err(|e| {
+            tracing::error!(transactional_id = %id, error = %e, "completing a transition");
+            e.code()
+        }),
+        Err(code) => {
+            txn.borrow_mut().abort_pending(t);
+            Err(code)
+        }
+    }
+}
+
+/// InitProducerId with a transactional id: Ok((producer id, epoch)).
+pub async fn init_producer_id(
+    id: String,
+    timeout_ms: i32,
+    expected: Option<(i64, i16)>,
+    version: i16,
+) -> Result<(i64, i16), i16> {
+    // A producer id ready in case the state machine needs a new one.
+    let spare = producer_ids::next_producer_id()
+        .await
+        .map_err(|_| E::CoordinatorNotAvailable.code())?;
+    let txn = find_or_create(&id);
+    let outcome =
+        txn.borrow_mut()
+            .init_producer_id(timeout_ms, expected, &limits(), now_ms(), || spare);
+    let code =
+        |e: TxnError| e.code_for_version(version, super::PRODUCER_FENCED_SINCE_INIT_PRODUCER_ID);
+    match outcome {
+        Err(e) => {
+            if txn.borrow().is_placeholder() {
+                TXNS.with(|t| t.borrow_mut().remove(&id));
+            }
+            Err(code(e))
+        }
+        Ok(InitOutcome::Ready(t)) => {
+            persist(&txn, &t).await?;
+            let b = txn.borrow();
+            Ok((b.producer_id(), b.producer_epoch()))
+        }
+        Ok(InitOutcome::Fence(t)) => {
+            persist(&txn, &t).await?;
+            runtime::spawn(finish(txn.clone()));
+            Err(E::ConcurrentTransactions.code())
+        }
+    }
+}
+
+async fn apply_outcome(
+    txn: &Rc<RefCell<Txn>>,
+    outcome: Result<Outcome, TxnError>,
+    version: i16,
+    since: i16,
+) -> Result<(), i16> {
+    match outcome {
+        Err(e) => Err(e.code_for_version(version, since)),
+        Ok(Outcome::Done) => Ok(()),
+        Ok(Outcome::Persist(t)) => persist(txn, &t).await,
+    }
+}
+
+/// AddPartitionsToTxn for one transactional id: one code for all partitions.
+pub async fn add_partitions(
+    id: String,
+    producer_id: i64,
+    epoch: i16,
+    partitions: Vec<TopicPartition>,
+    version: i16,
+) -> i16 {
+    let Some(txn) = find(&id) else {
+        return E::InvalidProducerIdMapping.code();
+    };
+    let outcome = txn
+        .borrow_mut()
+        .add_partitions(producer_id, epoch, &partitions, now_ms());
+    apply_outcome(
+        &txn,
+        outcome,
+        version,
+        super::PRODUCER_FENCED_SINCE_ADD_PARTITIONS,
+    )
+    .await
+    .err()
+    .unwrap_or(0)
+}
+
+/// AddOffsetsToTxn: adds the group's `__consumer_offsets` partition.
+pub async fn add_offsets(
+    id: String,
+    producer_id: i64,
+    epoch: i16,
+    group: String,
+    version: i16,
+) -> i16 {
+    let Some(txn) = find(&id) else {
+        return E::InvalidProducerIdMapping.code();
+    };
+    let n = image()
+        .topic(crate::group::OFFSETS_TOPIC)
+        .map(|t| t.partitions.len() as i32)
+        .unwrap_or(partition_manager::broker_config().groups.offsets_partitions);
+    let outcome = txn
+        .borrow_mut()
+        .add_offsets(producer_id, epoch, &group, n, now_ms());
+    apply_outcome(
+        &txn,
+        outcome,
+        version,
+        super::PRODUCER_FENCED_SINCE_ADD_OFFSETS,
+    )
+    .await
+    .err()
+    .unwrap_or(0)
+}
+
+/// EndTxn: answered once PrepareCommit/PrepareAbort is durable; the markers
+/// and the Complete state follow in the background, as in Kafka.
+pub async fn end_txn(id: String, producer_id: i64, epoch: i16, commit: bool, version: i16) -> i16 {
+    let Some(txn) = find(&id) else {
+        return E::InvalidProducerIdMapping.code();
+    };
+    let outcome = txn
+        .borrow_mut()
+        .end_txn(producer_id, epoch, commit, now_ms());
+    let persisted = matches!(outcome, Ok(Outcome::Persist(_)));
+    match apply_outcome(&txn, outcome, version, super::PRODUCER_FENCED_SINCE_END_TXN).await {
+        Ok(()) => {
+            if persisted {
+                runtime::spawn(finish(txn.clone()));
+            }
+            0
+        }
+        Err(code) => code,
+    }
+}
+
+/// Writes the markers of a transaction in PrepareCommit/PrepareAbort to all
+/// its partitions, then records it complete. Retries until it gets there
+/// (a partition being deleted counts as done).
+async fn finish(txn: Rc<RefCell<Txn>>) {
+    let mut backoff = Duration::from_millis(50);
+    loop {
+        let plan = {
+            let b = txn.borrow();
+            b.markers().map(|m| {
+                (
+                    m.commit,
+                    m.producer_id,
+                    m.producer_epoch,
+                    m.partitions.iter().cloned().collect::<Vec<_>>(),
+                )
+            })
+        };
+        let Some((commit, pid, epoch, parts)) = plan else {
+            return;
+        };
+        let ok = write_markers(commit, pid, epoch, parts).await;
+        if ok {
+            let t = txn.borrow_mut().prepare_complete(now_ms());
+            match t {
+                Ok(t) => {
+                    if persist(&txn, &t).await.is_ok() {
+                        return;
+                    }
+                }
+                Err(TxnError::ConcurrentTransactions) => {}
+                Err(e) => {
+                    tracing::error!(error = %e, "completing a transaction");
+                    return;
+                }
+            }
+        }
+        runtime::sleep(backoff).await;
+        backoff = (backoff * 2).min(Duration::from_secs(5));
+    }
+}
+
+/// Writes one marker per partition (on each partition's owner shard). True
+/// when every partition has it.
+async fn write_markers(commit: bool, pid: i64, epoch: i16, parts: Vec<TopicPartition>) -> bool {
+    let shards = runtime::nr_shards();
+    let writes = parts.into_iter().map(|(topic, index)| {
+        runtime::submit_to(owner_shard(&topic, index, shards), move || async move {
+            write_marker(&topic, index, pid, epoch, commit).await
+        })
+    });
+    futures::future::join_all(writes)
+        .await
+        .into_iter()
+        .all(|r| r.unwrap_or(false))
+}
+
+/// One marker, on the partition's owner shard. For `__consumer_offsets`
+/// partitions the group coordinator then applies or drops the offsets the
+/// transaction committed.
+async fn write_marker(topic: &str, index: i32, pid: i64, epoch: i16, commit: bool) -> bool {
+    let p = match partition_manager::get(topic, index).await {
+        Ok(Some(p)) => p,
+        // Deleted since: nothing to mark.
+        Ok(None) => return true,
+        Err(e) => {
+            tracing::warn!(topic, partition = index, error = %e, "opening a partition for a marker");
+            return false;
+        }
+    };
+    match p.write_marker(pid, epoch, commit, 0, now_ms()).await {
+        Ok(_) => {
+            if topic == crate::group::OFFSETS_TOPIC {
+                crate::group::coordinator::complete_txn(index, pid, commit);
+            }
+            true
+        }
+        Err(e) => {
+            tracing::warn!(topic, partition = index, producer_id = pid, error = %e, "writing a transaction marker");
+            // A marker refused for an old epoch means a newer producer has
+            // taken over: the partition is done with this transaction.
+            e.kafka_code() == E::InvalidProducerEpoch.code()
+        }
+    }
+}
+
+pub fn describe(id: String) -> Result<Description, i16> {
+    match find(&id) {
+        None => Err(E::TransactionalIdNotFound.code()),
+        Some(t) => describe::describe(&t.borrow()).map_err(TxnError::code),
+    }
+}
+
+pub fn list(filter: &ListFilter) -> Listing {
+    let txns: Vec<Rc<RefCell<Txn>>> = TXNS.with(|t| t.borrow().values().cloned().collect());
+    let borrowed: Vec<std::cell::Ref<'_, Txn>> = txns.iter().map(|t| t.borrow()).collect();
+    describe::list(borrowed.iter().map(|b| &**b), filter, now_ms())
+}
+
+/// Rebuilds this shard's transactional ids from `__transaction_state`, and
+/// resumes the markers of transactions caught in PrepareCommit/PrepareAbort.
+pub async fn load_owned() -> anyhow::Result<usize> {
+    let img = image();
+    let Some(t) = img.topic(TXN_STATE_TOPIC) else {
+        LOADED.with(|l| l.set(true));
+        return Ok(0);
+    };
+    let (me, n) = (runtime::shard_id(), runtime::nr_shards());
+    let mut last: HashMap<String, Option<records::TxnValue>> = HashMap::new();
+    for pm in &t.partitions {
+        if owner_shard(TXN_STATE_TOPIC, pm.index, n) != me {
+            continue;
+        }
+        internal_topic::read_all(TXN_STATE_TOPIC, pm.index, |r| {
+            let Some(key) = r.key else { return };
+            match records::decode(key, r.value) {
+                Ok((id, v)) => {
+                    last.insert(id, v);
+                }
+                Err(e) => tracing::warn!(offset = r.offset, error = %e, "skipping record"),
+            }
+        })
+        .await?;
+    }
+    let mut resume = Vec::new();
+    let count = TXNS.with(|txns| {
+        let mut txns = txns.borrow_mut();
+        for (id, v) in last {
+            let Some(v) = v else { continue };
+            let Some(txn) = Txn::restore(&id, &v) else {
+                continue;
+            };
+            let prepared = matches!(
+                txn.state(),
+                TxnState::PrepareCommit | TxnState::PrepareAbort
+            );
+            let rc = Rc::new(RefCell::new(txn));
+            if prepared {
+                resume.push(rc.clone());
+            }
+            txns.insert(id, rc);
+        }
+        txns.len()
+    });
+    for t in resume {
+        runtime::spawn(finish(t));
+    }
+    LOADED.with(|l| l.set(true));
+    Ok(count)
+}
+
+/// Aborts transactions open past their timeout and forgets idle ids.
+pub async fn timer_loop() {
+    let cfg = partition_manager::broker_config();
+    let every = Duration::from_millis(cfg.txns.abort_check_interval_ms.max(100));
+    let expire_every = cfg.txns.expire_check_interval_ms.max(100) as i64;
+    let mut last_expiry = now_ms();
+    loop {
+        runtime::sleep(every).await;
+        let now = now_ms();
+        let txns: Vec<Rc<RefCell<Txn>>> = TXNS.with(|t| t.borrow().values().cloned().collect());
+        for txn in &txns {
+            let fence = txn.borrow_mut().abort_if_timed_out(now);
+            if let Ok(Some(t)) = fence {
+                let id = txn.borrow().id().to_string();
+                tracing::info!(transactional_id = %id, "transaction timed out: aborting it");
+                if persist(txn, &t).await.is_ok() {
+                    runtime::spawn(finish(txn.clone()));
+                }
+            }
+        }
+        if now - last_expiry >= expire_every {
+            last_expiry = now;
+            let lim = limits();
+            for txn in &txns {
+                let dead = txn.borrow_mut().expire_if_idle(now, &lim);
+                if let Some(t) = dead {
+                    let id = txn.borrow().id().to_string();
+                    if persist(txn, &t).await.is_ok() {
+                        TXNS.with(|m| m.borrow_mut().remove(&id));
+                    }
+                }
+            }
+        }
+    }
+}

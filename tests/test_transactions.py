@@ -1,0 +1,274 @@
+"""Transactions with confluent-kafka (librdkafka's transactional producer):
+read_committed and read_uncommitted consumers, consume-transform-produce with
+send_offsets_to_transaction, the transaction timeout, fencing by a second
+producer with the same transactional.id, and kill -9 in the middle of a
+transaction."""
+
+import time
+
+import pytest
+from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
+
+from kclients import create_topic, uniq
+
+SETTINGS = {
+    "group.initial.rebalance.delay.ms": "0",
+    "group.min.session.timeout.ms": "1000",
+    "transaction.abort.timed.out.transaction.cleanup.interval.ms": "500",
+}
+
+
+def txn_producer(bs: str, tid: str, **extra) -> Producer:
+    conf = {"bootstrap.servers": bs, "transactional.id": tid, "linger.ms": 5,
+            "transaction.timeout.ms": 60000}
+    conf.update(extra)
+    p = Producer(conf)
+    p.init_transactions(30)
+    return p
+
+
+def read(bs: str, topic: str, isolation: str, expect_min: int = 0, timeout: float = 20.0,
+         quiet: float = 2.0):
+    """Everything readable from the start of `topic` at `isolation`, stopping
+    once `expect_min` values arrived and nothing came for `quiet` seconds."""
+    c = Consumer({"bootstrap.servers": bs, "group.id": uniq("txn-read"),
+                  "auto.offset.reset": "earliest", "enable.auto.commit": False,
+                  "isolation.level": isolation})
+    c.subscribe([topic])
+    out = []
+    end = time.time() + timeout
+    last = time.time()
+    try:
+        while time.time() < end:
+            m = c.poll(0.2)
+            if m is None or m.error():
+                if len(out) >= expect_min and time.time() - last > quiet:
+                    break
+                continue
+            out.append(m.value().decode())
+            last = time.time()
+    finally:
+        c.close()
+    return out
+
+
+@pytest.mark.sluice_only
+def test_committed_and_aborted_transactions(broker_factory):
+    b = broker_factory(settings=SETTINGS)
+    bs = b.bootstrap
+    topic = uniq("txn")
+    create_topic(bs, topic, partitions=3)
+    p = txn_producer(bs, uniq("tid"))
+    p.begin_transaction()
+    for i in range(30):
+        p.produce(topic, key=str(i).encode(), value=f"c1-{i}".encode())
+    p.commit_transaction(30)
+    p.begin_transaction()
+    for i in range(20):
+        p.produce(topic, key=str(i).encode(), value=f"a-{i}".encode())
+    p.flush(30)
+    p.abort_transaction(30)
+    p.begin_transaction()
+    for i in range(10):
+        p.produce(topic, key=str(i).encode(), value=f"c2-{i}".encode())
+    p.commit_transaction(30)
+
+    committed = read(bs, topic, "read_committed", expect_min=40)
+    assert sorted(committed) == sorted([f"c1-{i}" for i in range(30)] + [f"c2-{i}" for i in range(10)])
+    uncommitted = read(bs, topic, "read_uncommitted", expect_min=60)
+    assert len(uncommitted) == 60
+    assert sum(1 for v in uncommitted if v.startswith("a-")) == 20
+
+
+@pytest.mark.sluice_only
+def test_read_committed_waits_for_open_transaction_and_never_blocks_past_lso(broker_factory):
+    b = broker_factory(settings=SETTINGS)
+    bs = b.bootstrap
+    topic = uniq("lso")
+    create_topic(bs, topic, partitions=1)
+    plain = Producer({"bootstrap.servers": bs})
+    plain.produce(topic, value=b"before")
+    plain.flush(10)
+    p = txn_producer(bs, uniq("tid"))
+    p.begin_transaction()
+    p.produce(topic, value=b"in-txn")
+    p.flush(10)
+    plain.produce(topic, value=b"after-open-txn")
+    plain.flush(10)
+    # The open transaction holds the last stable offset at its first record:
+    # read_committed gets what is below it and is not stuck.
+    assert read(bs, topic, "read_committed", expect_min=1, timeout=8) == ["before"]
+    p.commit_transaction(30)
+    got = read(bs, topic, "read_committed", expect_min=3)
+    assert got == ["before", "in-txn", "after-open-txn"]
+
+
+@pytest.mark.sluice_only
+def test_consume_transform_produce_commits_offsets_atomically(broker_factory):
+    b = broker_factory(settings=SETTINGS)
+    bs = b.bootstrap
+    src, dst, group = uniq("src"), uniq("dst"), uniq("ctp")
+    create_topic(bs, src, partitions=2)
+    create_topic(bs, dst, partitions=2)
+    plain = Producer({"bootstrap.servers": bs})
+    for i in range(40):
+        plain.produce(src, key=str(i).encode(), value=str(i).encode())
+    plain.flush(10)
+
+    c = Consumer({"bootstrap.servers": bs, "group.id": group, "auto.offset.reset": "earliest",
+                  "enable.auto.commit": False, "isolation.level": "read_committed",
+                  "session.timeout.ms": 6000})
+    c.subscribe([src])
+    p = txn_producer(bs, uniq("ctp-tid"))
+
+    def run_batch(n: int, commit: bool) -> int:
+        got = []
+        end = time.time() + 20
+        while len(got) < n and time.time() < end:
+            m = c.poll(0.2)
+            if m is not None and m.error() is None:
+                got.append(m)
+        p.begin_transaction()
+        for m in got:
+            p.produce(dst, key=m.key(), value=b"x" + m.value())
+        positions = c.position(c.assignment())
+        p.send_offsets_to_transaction(positions, c.consumer_group_metadata(), 30)
+        if commit:
+            p.commit_transaction(30)
+        else:
+            p.abort_transaction(30)
+            # The consumer must go back to the committed offsets.
+            committed = c.committed(c.assignment(), timeout=10)
+            for tp in committed:
+                c.seek(TopicPartition(tp.topic, tp.partition,
+                                      tp.offset if tp.offset >= 0 else 0))
+        return len(got)
+
+    assert run_batch(20, commit=True) == 20
+    # An aborted batch: its output and its offsets vanish together.
+    run_batch(10, commit=False)
+    committed = {tp.partition: tp.offset for tp in c.committed(
+        [TopicPartition(src, 0), TopicPartition(src, 1)], timeout=10)}
+    assert sum(max(o, 0) for o in committed.values()) == 20
+    c.close()
+    out = read(bs, dst, "read_committed", expect_min=20)
+    assert len(out) == 20 and len(set(out)) == 20
+
+
+@pytest.mark.sluice_only
+def test_transaction_left_open_past_its_timeout_is_aborted(broker_factory):
+    b = broker_factory(settings=SETTINGS)
+    bs = b.bootstrap
+    topic = uniq("tmo")
+    create_topic(bs, topic, partitions=1)
+    p = txn_producer(bs, uniq("tid"), **{"transaction.timeout.ms": 2000})
+    p.begin_transaction()
+    p.produce(topic, value=b"abandoned")
+    p.flush(10)
+    time.sleep(4)  # past the timeout; the coordinator checks every 0.5 s
+    plain = Producer({"bootstrap.servers": bs})
+    plain.produce(topic, value=b"later")
+    plain.flush(10)
+    assert read(bs, topic, "read_committed", expect_min=1) == ["later"]
+    with pytest.raises(KafkaException):
+        p.commit_transaction(10)
+
+
+@pytest.mark.sluice_only
+def test_second_producer_with_same_transactional_id_fences_the_first(broker_factory):
+    b = broker_factory(settings=SETTINGS)
+    bs = b.bootstrap
+    topic = uniq("fence")
+    create_topic(bs, topic, partitions=1)
+    tid = uniq("tid")
+    p1 = txn_producer(bs, tid)
+    p1.begin_transaction()
+    p1.produce(topic, value=b"zombie")
+    p1.flush(10)
+    p2 = txn_producer(bs, tid)  # aborts p1's open transaction, bumps the epoch
+    p2.begin_transaction()
+    p2.produce(topic, value=b"new")
+    p2.commit_transaction(30)
+    with pytest.raises(KafkaException) as e:
+        p1.produce(topic, value=b"zombie-2")
+        p1.commit_transaction(10)
+    err = e.value.args[0]
+    assert err.fatal() or err.code() in (KafkaError._FENCED, KafkaError.PRODUCER_FENCED,
+                                         KafkaError.INVALID_PRODUCER_EPOCH), err
+    assert read(bs, topic, "read_committed", expect_min=1) == ["new"]
+
+
+@pytest.mark.sluice_only
+def test_kill9_during_transaction_leaves_a_consistent_log(broker_factory):
+    settings = dict(SETTINGS)
+    b = broker_factory(settings=settings)
+    bs = b.bootstrap
+    topic = uniq("k9")
+    create_topic(bs, topic, partitions=2)
+    tid = uniq("tid")
+    p = txn_producer(bs, tid, **{"transaction.timeout.ms": 3000})
+    p.begin_transaction()
+    for i in range(10):
+        p.produce(topic, key=str(i).encode(), value=f"ok-{i}".encode())
+    p.commit_transaction(30)
+    p.begin_transaction()
+    for i in range(10):
+        p.produce(topic, key=str(i).encode(), value=f"open-{i}".encode())
+    p.flush(10)
+    b.restart(kill=True)
+    # The open transaction is still Ongoing after the restart; its timeout
+    # aborts it and read_committed readers see only the committed one.
+    got = read(bs, topic, "read_committed", expect_min=10, timeout=30, quiet=5)
+    assert sorted(got) == sorted(f"ok-{i}" for i in range(10))
+    # The id works again: a new producer fences the old one and commits.
+    p2 = txn_producer(bs, tid, **{"transaction.timeout.ms": 3000})
+    p2.begin_transaction()
+    p2.produce(topic, value=b"after-restart")
+    p2.commit_transaction(30)
+    got = read(bs, topic, "read_committed", expect_min=11)
+    assert sorted(got) == sorted([f"ok-{i}" for i in range(10)] + ["after-restart"])
+
+
+@pytest.mark.sluice_only
+def test_transaction_admin_apis_with_kafka_python(broker_factory):
+    """DescribeTransactions, ListTransactions and DescribeProducers through
+    kafka-python 3's admin client, while a confluent-kafka transaction is open
+    and after it committed."""
+    from kafka import TopicPartition as KTP
+    from kafka.admin import KafkaAdminClient
+
+    b = broker_factory(settings=SETTINGS)
+    bs = b.bootstrap
+    topic = uniq("adm")
+    create_topic(bs, topic, partitions=2)
+    tid = uniq("tid")
+    p = txn_producer(bs, tid)
+    p.begin_transaction()
+    p.produce(topic, value=b"v", partition=1)
+    p.flush(10)
+    ka = KafkaAdminClient(bootstrap_servers=bs)
+    try:
+        d = ka.describe_transactions([tid])[tid]
+        assert str(d.state.value) == "Ongoing", d
+        assert d.topic_partitions == {KTP(topic, 1)}
+        assert d.producer_id >= 0 and d.transaction_timeout_ms == 60000
+        listed = [t for ts in ka.list_transactions().values() for t in ts]
+        mine = [t for t in listed if t.transactional_id == tid]
+        assert len(mine) == 1 and mine[0].producer_id == d.producer_id
+        prods = ka.describe_producers([KTP(topic, 1)])[KTP(topic, 1)].active_producers
+        assert [x.producer_id for x in prods] == [d.producer_id]
+        assert prods[0].current_transaction_start_offset == 0
+        p.commit_transaction(30)
+        end = time.time() + 10
+        while time.time() < end:
+            d = ka.describe_transactions([tid])[tid]
+            if str(d.state.value) == "CompleteCommit":
+                break
+            time.sleep(0.2)
+        assert str(d.state.value) == "CompleteCommit", d
+        prods = ka.describe_producers([KTP(topic, 1)])[KTP(topic, 1)].active_producers
+        assert prods[0].current_transaction_start_offset == -1
+        ongoing = ka.list_transactions(state_filters=["Ongoing"])
+        assert not [t for ts in ongoing.values() for t in ts if t.transactional_id == tid]
+    finally:
+        ka.close()
