@@ -3,7 +3,7 @@
 //! OffsetDelete, with FindCoordinator and ListOffsets), in the manner of
 //! Kafka's `kafka-consumer-groups.sh`.
 
-mod coordinator;
+pub(crate) mod coordinator;
 mod datetime;
 mod describe;
 mod offsets;

@@ -10,6 +10,7 @@ mod partitioner;
 mod produce;
 mod records;
 mod topic;
+mod txn;
 
 use std::io::IsTerminal;
 use std::process::ExitCode;
@@ -33,6 +34,8 @@ enum Command {
     Topic(topic::TopicArgs),
     /// List, describe and delete consumer groups; reset or delete their offsets.
     Group(group::GroupArgs),
+    /// List and describe transactions; show a partition's producers.
+    Txn(txn::TxnArgs),
     /// Write lines from stdin (or a file) to a topic, one record per line.
     Produce(produce::ProduceArgs),
     /// Print records of a topic, one per line.
@@ -77,6 +80,7 @@ pub fn main() -> ExitCode {
         Command::Start(args) => crate::server::run_start(args),
         Command::Topic(args) => topic::run(args),
         Command::Group(args) => group::run(args),
+        Command::Txn(args) => txn::run(args),
         Command::Produce(args) => produce::run(args),
         Command::Consume(args) => consume::run(args),
     };

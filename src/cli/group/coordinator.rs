@@ -12,8 +12,10 @@ use kafka_protocol::protocol::{Request, StrBytes};
 
 use crate::cli::client::{check_error, error_name, Cluster};
 
-/// FindCoordinator key type of a consumer group (1 is a transactional id).
-const KEY_TYPE_GROUP: i8 = 0;
+/// FindCoordinator key type of a consumer group.
+pub const KEY_TYPE_GROUP: i8 = 0;
+/// FindCoordinator key type of a transactional id.
+pub const KEY_TYPE_TRANSACTION: i8 = 1;
 /// FindCoordinator v4 batches keys; earlier versions take one key.
 const FIND_COORDINATOR_VERSION_MAX: i16 = 4;
 /// How many times a request is sent while the answer is a retriable
@@ -33,10 +35,16 @@ fn str_bytes(s: &str) -> StrBytes {
 
 /// The broker that coordinates `group`, as a Metadata broker entry, or the
 /// retriable error code it answered.
-fn find_once(cluster: &mut Cluster, group: &str) -> Result<Result<MetadataResponseBroker, i16>> {
+fn find_once(
+    cluster: &mut Cluster,
+    key_type: i8,
+    group: &str,
+) -> Result<Result<MetadataResponseBroker, i16>> {
     let client = cluster.bootstrap();
-    let version = client.version_for::<FindCoordinatorRequest>(0, FIND_COORDINATOR_VERSION_MAX)?;
-    let mut request = FindCoordinatorRequest::default().with_key_type(KEY_TYPE_GROUP);
+    let min = if key_type == KEY_TYPE_GROUP { 0 } else { 1 };
+    let version =
+        client.version_for::<FindCoordinatorRequest>(min, FIND_COORDINATOR_VERSION_MAX)?;
+    let mut request = FindCoordinatorRequest::default().with_key_type(key_type);
     if version >= 4 {
         request.coordinator_keys = vec![str_bytes(group)];
     } else {
@@ -48,7 +56,7 @@ fn find_once(cluster: &mut Cluster, group: &str) -> Result<Result<MetadataRespon
             .coordinators
             .iter()
             .find(|c| c.key.as_str() == group)
-            .ok_or_else(|| anyhow!("broker sent no coordinator for group {group:?}"))?;
+            .ok_or_else(|| anyhow!("broker sent no coordinator for {group:?}"))?;
         (
             c.error_code,
             c.error_message.clone(),
@@ -71,7 +79,7 @@ fn find_once(cluster: &mut Cluster, group: &str) -> Result<Result<MetadataRespon
     check_error(
         code,
         message.as_ref(),
-        &format!("cannot find the coordinator of group {group:?}"),
+        &format!("cannot find the coordinator of {group:?}"),
     )?;
     Ok(Ok(MetadataResponseBroker::default()
         .with_node_id(node_id)
@@ -86,6 +94,18 @@ fn find_once(cluster: &mut Cluster, group: &str) -> Result<Result<MetadataRespon
 pub fn call<R: Request>(
     cluster: &mut Cluster,
     group: &str,
+    versions: (i16, i16),
+    build: impl Fn(i16) -> R,
+    group_error: impl Fn(&R::Response, i16) -> i16,
+) -> Result<(R::Response, i16)> {
+    call_keyed(cluster, KEY_TYPE_GROUP, group, versions, build, group_error)
+}
+
+/// `call` for any coordinator key type (group or transactional id).
+pub fn call_keyed<R: Request>(
+    cluster: &mut Cluster,
+    key_type: i8,
+    group: &str,
     (min, max): (i16, i16),
     build: impl Fn(i16) -> R,
     group_error: impl Fn(&R::Response, i16) -> i16,
@@ -95,7 +115,7 @@ pub fn call<R: Request>(
         if attempt > 0 {
             sleep(RETRY_PAUSE);
         }
-        let coordinator = match find_once(cluster, group)? {
+        let coordinator = match find_once(cluster, key_type, group)? {
             Ok(broker) => broker,
             Err(code) => {
                 last_code = code;
@@ -113,7 +133,7 @@ pub fn call<R: Request>(
         return Ok((response, version));
     }
     bail!(
-        "the coordinator of group {group:?} still answers {} after {TRIES_MAX} tries",
+        "the coordinator of {group:?} still answers {} after {TRIES_MAX} tries",
         error_name(last_code)
     )
 }
