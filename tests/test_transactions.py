@@ -272,3 +272,68 @@ def test_transaction_admin_apis_with_kafka_python(broker_factory):
         assert not [t for ts in ongoing.values() for t in ts if t.transactional_id == tid]
     finally:
         ka.close()
+
+
+@pytest.mark.sluice_only
+def test_kafka_python_and_aiokafka_transactions(broker_factory):
+    """kafka-python 3's transactional producer commits one transaction and
+    aborts another; aiokafka's transactional producer commits a third;
+    read_committed consumers of both libraries see exactly the committed ones."""
+    import asyncio
+
+    from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+    from kafka import KafkaConsumer, KafkaProducer
+
+    b = broker_factory(settings=SETTINGS)
+    bs = b.bootstrap
+    topic = uniq("kptxn")
+    create_topic(bs, topic, partitions=2)
+    kp = KafkaProducer(bootstrap_servers=bs, transactional_id=uniq("kp-tid"))
+    kp.init_transactions()
+    kp.begin_transaction()
+    for i in range(10):
+        kp.send(topic, key=str(i).encode(), value=f"kp-c-{i}".encode())
+    kp.commit_transaction()
+    kp.begin_transaction()
+    for i in range(5):
+        kp.send(topic, key=str(i).encode(), value=f"kp-a-{i}".encode())
+    kp.flush()
+    kp.abort_transaction()
+    kp.close()
+
+    async def aio():
+        p = AIOKafkaProducer(bootstrap_servers=bs, transactional_id=uniq("aio-tid"))
+        await p.start()
+        try:
+            async with p.transaction():
+                for i in range(5):
+                    await p.send(topic, key=str(i).encode(), value=f"aio-c-{i}".encode())
+        finally:
+            await p.stop()
+        c = AIOKafkaConsumer(topic, bootstrap_servers=bs, group_id=uniq("aio-read"),
+                             auto_offset_reset="earliest", isolation_level="read_committed")
+        await c.start()
+        got = []
+        try:
+            end = time.time() + 20
+            while len(got) < 15 and time.time() < end:
+                batch = await c.getmany(timeout_ms=500)
+                for msgs in batch.values():
+                    got += [m.value.decode() for m in msgs]
+            await asyncio.sleep(1.0)
+            batch = await c.getmany(timeout_ms=500)
+            for msgs in batch.values():
+                got += [m.value.decode() for m in msgs]
+        finally:
+            await c.stop()
+        return got
+
+    got = asyncio.run(aio())
+    want = sorted([f"kp-c-{i}" for i in range(10)] + [f"aio-c-{i}" for i in range(5)])
+    assert sorted(got) == want
+    kc = KafkaConsumer(topic, bootstrap_servers=bs, group_id=uniq("kp-read"),
+                       auto_offset_reset="earliest", isolation_level="read_committed",
+                       consumer_timeout_ms=3000)
+    got = [m.value.decode() for m in kc]
+    kc.close()
+    assert sorted(got) == want
