@@ -337,3 +337,29 @@ def test_kafka_python_and_aiokafka_transactions(broker_factory):
     got = [m.value.decode() for m in kc]
     kc.close()
     assert sorted(got) == want
+
+
+@pytest.mark.sluice_only
+def test_kill9_right_after_commit_keeps_the_transaction_committed(broker_factory):
+    """EndTxn is answered once PrepareCommit is durable; the markers follow.
+    A kill -9 right after commit_transaction() returns may hit before some
+    markers are written: after the restart the coordinator finds the
+    transaction in PrepareCommit and writes them, so read_committed readers
+    see the whole transaction."""
+    b = broker_factory(settings=SETTINGS)
+    bs = b.bootstrap
+    topic = uniq("k9c")
+    create_topic(bs, topic, partitions=4)
+    want = []
+    for round_ in range(3):
+        p = txn_producer(bs, uniq("tid"))
+        p.begin_transaction()
+        for part in range(4):
+            for i in range(5):
+                v = f"r{round_}-p{part}-{i}"
+                want.append(v)
+                p.produce(topic, value=v.encode(), partition=part)
+        p.commit_transaction(30)
+        b.restart(kill=True)
+    got = read(bs, topic, "read_committed", expect_min=len(want), timeout=30)
+    assert sorted(got) == sorted(want)

@@ -351,6 +351,8 @@ pub async fn load_owned() -> anyhow::Result<usize> {
             );
             let rc = Rc::new(RefCell::new(txn));
             if prepared {
+                tracing::info!(transactional_id = %id, state = %rc.borrow().state().name(),
+                    "transaction was being completed: writing its markers again");
                 resume.push(rc.clone());
             }
             txns.insert(id, rc);
