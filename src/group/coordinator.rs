@@ -182,6 +182,52 @@ pub struct CommitItem {
     pub metadata: Option<String>,
 }
 
+/// The partitions of an OffsetCommit or TxnOffsetCommit, checked.
+struct Checked {
+    /// One per item: 0, or why the item is refused.
+    codes: Vec<i16>,
+    /// The records to write for the accepted items.
+    recs: Vec<(Bytes, Option<Bytes>)>,
+    accepted: Vec<((String, i32), OffsetValue)>,
+}
+
+/// Refuses unknown partitions (UNKNOWN_TOPIC_OR_PARTITION) and metadata
+/// over `offset.metadata.max.bytes` (OFFSET_METADATA_TOO_LARGE); builds the
+/// offset commit records of the rest.
+fn check_commit(group: &str, items: Vec<CommitItem>, now: i64) -> Checked {
+    let img = image();
+    let max_meta = partition_manager::broker_config()
+        .groups
+        .offset_metadata_max_bytes;
+    let mut out = Checked {
+        codes: Vec::with_capacity(items.len()),
+        recs: Vec::new(),
+        accepted: Vec::new(),
+    };
+    for it in items {
+        let code = if img.partition(&it.topic, it.partition).is_none() {
+            E::UnknownTopicOrPartition.code()
+        } else if it.metadata.as_ref().is_some_and(|m| m.len() > max_meta) {
+            E::OffsetMetadataTooLarge.code()
+        } else {
+            let v = OffsetValue {
+                offset: it.offset,
+                leader_epoch: it.leader_epoch,
+                metadata: it.metadata.unwrap_or_default(),
+                commit_timestamp_ms: now,
+            };
+            out.recs.push((
+                records::offset_key(group, &it.topic, it.partition),
+                Some(records::offset_value(&v)),
+            ));
+            out.accepted.push(((it.topic, it.partition), v));
+            0
+        };
+        out.codes.push(code);
+    }
+    out
+}
+
 /// OffsetCommit: Err is a group-level error (applies to every partition);
 /// Ok has one error per item.
 pub async fn commit(
@@ -199,34 +245,11 @@ pub async fn commit(
     let now = now_ms();
     g.borrow_mut()
         .validate_commit(&member, instance.as_deref(), generation, now)?;
-    let img = image();
-    let max_meta = partition_manager::broker_config()
-        .groups
-        .offset_metadata_max_bytes;
-    let mut codes = Vec::with_capacity(items.len());
-    let mut recs = Vec::new();
-    let mut accepted = Vec::new();
-    for it in items {
-        let code = if img.partition(&it.topic, it.partition).is_none() {
-            E::UnknownTopicOrPartition.code()
-        } else if it.metadata.as_ref().is_some_and(|m| m.len() > max_meta) {
-            E::OffsetMetadataTooLarge.code()
-        } else {
-            let v = OffsetValue {
-                offset: it.offset,
-                leader_epoch: it.leader_epoch,
-                metadata: it.metadata.unwrap_or_default(),
-                commit_timestamp_ms: now,
-            };
-            recs.push((
-                records::offset_key(&group, &it.topic, it.partition),
-                Some(records::offset_value(&v)),
-            ));
-            accepted.push(((it.topic, it.partition), v));
-            0
-        };
-        codes.push(code);
-    }
+    let Checked {
+        mut codes,
+        recs,
+        accepted,
+    } = check_commit(&group, items, now);
     if let Err(code) = append(&group, recs).await {
         for c in codes.iter_mut().filter(|c| **c == 0) {
             *c = code;
@@ -690,34 +713,11 @@ pub async fn txn_commit(
             .validate_commit(&member, instance.as_deref(), generation, now_ms())?;
     }
     let now = now_ms();
-    let img = image();
-    let max_meta = partition_manager::broker_config()
-        .groups
-        .offset_metadata_max_bytes;
-    let mut codes = Vec::with_capacity(items.len());
-    let mut recs = Vec::new();
-    let mut accepted = Vec::new();
-    for it in items {
-        let code = if img.partition(&it.topic, it.partition).is_none() {
-            E::UnknownTopicOrPartition.code()
-        } else if it.metadata.as_ref().is_some_and(|m| m.len() > max_meta) {
-            E::OffsetMetadataTooLarge.code()
-        } else {
-            let v = OffsetValue {
-                offset: it.offset,
-                leader_epoch: it.leader_epoch,
-                metadata: it.metadata.unwrap_or_default(),
-                commit_timestamp_ms: now,
-            };
-            recs.push((
-                records::offset_key(&group, &it.topic, it.partition),
-                Some(records::offset_value(&v)),
-            ));
-            accepted.push(((it.topic, it.partition), v));
-            0
-        };
-        codes.push(code);
-    }
+    let Checked {
+        mut codes,
+        recs,
+        accepted,
+    } = check_commit(&group, items, now);
     if let Err(code) = internal_topic::append(
         OFFSETS_TOPIC,
         offsets_partition(&group),
