@@ -9,7 +9,9 @@
 //! A record with a null value (tombstone) deletes the key's entry; log
 //! compaction then drops the older records of that key.
 
-use bytes::{Buf, BufMut, Bytes, BytesMut};
+use bytes::{BufMut, Bytes, BytesMut};
+
+use crate::protocol::wire::{WireError, WireReader as Reader};
 
 /// Key version of an offset commit record (v0 and v1 share the layout).
 const OFFSET_KEY_V1: i16 = 1;
@@ -152,56 +154,14 @@ pub fn group_value(v: &GroupValue) -> Bytes {
 #[error("bad __consumer_offsets record: {0}")]
 pub struct BadRecord(String);
 
-struct Reader {
-    b: Bytes,
-}
-
-impl Reader {
-    fn need(&self, n: usize, what: &str) -> Result<(), BadRecord> {
-        if self.b.remaining() < n {
-            return Err(BadRecord(format!("truncated {what}")));
-        }
-        Ok(())
-    }
-    fn i16(&mut self, what: &str) -> Result<i16, BadRecord> {
-        self.need(2, what)?;
-        Ok(self.b.get_i16())
-    }
-    fn i32(&mut self, what: &str) -> Result<i32, BadRecord> {
-        self.need(4, what)?;
-        Ok(self.b.get_i32())
-    }
-    fn i64(&mut self, what: &str) -> Result<i64, BadRecord> {
-        self.need(8, what)?;
-        Ok(self.b.get_i64())
-    }
-    fn nullable_str(&mut self, what: &str) -> Result<Option<String>, BadRecord> {
-        let n = self.i16(what)?;
-        if n < 0 {
-            return Ok(None);
-        }
-        self.need(n as usize, what)?;
-        let s = self.b.split_to(n as usize);
-        String::from_utf8(s.to_vec())
-            .map(Some)
-            .map_err(|_| BadRecord(format!("{what} is not UTF-8")))
-    }
-    fn str(&mut self, what: &str) -> Result<String, BadRecord> {
-        self.nullable_str(what)?
-            .ok_or_else(|| BadRecord(format!("{what} is null")))
-    }
-    fn bytes(&mut self, what: &str) -> Result<Bytes, BadRecord> {
-        let n = self.i32(what)?;
-        if n < 0 {
-            return Ok(Bytes::new());
-        }
-        self.need(n as usize, what)?;
-        Ok(self.b.split_to(n as usize))
+impl From<WireError> for BadRecord {
+    fn from(e: WireError) -> BadRecord {
+        BadRecord(e.0)
     }
 }
 
 pub fn decode_key(key: Bytes) -> Result<Key, BadRecord> {
-    let mut r = Reader { b: key };
+    let mut r = Reader::new(key);
     match r.i16("key version")? {
         0 | 1 => Ok(Key::Offset {
             group: r.str("group")?,
@@ -216,7 +176,7 @@ pub fn decode_key(key: Bytes) -> Result<Key, BadRecord> {
 }
 
 fn decode_offset_value(value: Bytes) -> Result<OffsetValue, BadRecord> {
-    let mut r = Reader { b: value };
+    let mut r = Reader::new(value);
     let version = r.i16("offset value version")?;
     let offset = r.i64("offset")?;
     let leader_epoch = if version >= 3 {
@@ -235,7 +195,7 @@ fn decode_offset_value(value: Bytes) -> Result<OffsetValue, BadRecord> {
 }
 
 fn decode_group_value(value: Bytes) -> Result<GroupValue, BadRecord> {
-    let mut r = Reader { b: value };
+    let mut r = Reader::new(value);
     let version = r.i16("group value version")?;
     if !(0..=GROUP_VALUE_V3).contains(&version) {
         return Err(BadRecord(format!("unknown group value version {version}")));

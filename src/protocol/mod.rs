@@ -5,6 +5,7 @@
 //! against `socket.request.max.bytes` before anything is allocated for it.
 
 pub mod versions;
+pub mod wire;
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use kafka_protocol::messages::{ApiKey, RequestHeader, ResponseHeader};

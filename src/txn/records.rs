@@ -14,7 +14,9 @@
 //! A record with a null value (tombstone) forgets an expired transactional id;
 //! log compaction then drops the older records of that key.
 
-use bytes::{Buf, BufMut, Bytes, BytesMut};
+use bytes::{BufMut, Bytes, BytesMut};
+
+use crate::protocol::wire::{WireError, WireReader as Reader};
 
 use super::transition::TxnState;
 
@@ -94,109 +96,24 @@ pub fn value(v: &TxnValue) -> Bytes {
     b.freeze()
 }
 
-struct Reader {
-    b: Bytes,
-}
-
-impl Reader {
-    fn need(&self, n: usize, what: &str) -> Result<(), BadRecord> {
-        if self.b.remaining() < n {
-            return Err(BadRecord(format!("truncated {what}")));
-        }
-        Ok(())
-    }
-    fn i8(&mut self, what: &str) -> Result<i8, BadRecord> {
-        self.need(1, what)?;
-        Ok(self.b.get_i8())
-    }
-    fn i16(&mut self, what: &str) -> Result<i16, BadRecord> {
-        self.need(2, what)?;
-        Ok(self.b.get_i16())
-    }
-    fn i32(&mut self, what: &str) -> Result<i32, BadRecord> {
-        self.need(4, what)?;
-        Ok(self.b.get_i32())
-    }
-    fn i64(&mut self, what: &str) -> Result<i64, BadRecord> {
-        self.need(8, what)?;
-        Ok(self.b.get_i64())
-    }
-    /// An unsigned varint of at most 5 bytes (lengths, counts, tags).
-    fn uvarint(&mut self, what: &str) -> Result<u32, BadRecord> {
-        let mut v: u32 = 0;
-        for i in 0..5 {
-            let byte = self.i8(what)? as u8;
-            v |= u32::from(byte & 0x7f) << (7 * i);
-            if byte & 0x80 == 0 {
-                return Ok(v);
-            }
-        }
-        Err(BadRecord(format!("{what}: varint too long")))
-    }
-    fn utf8(&mut self, n: usize, what: &str) -> Result<String, BadRecord> {
-        self.need(n, what)?;
-        let s = self.b.split_to(n);
-        String::from_utf8(s.to_vec()).map_err(|_| BadRecord(format!("{what} is not UTF-8")))
-    }
-    fn str(&mut self, what: &str) -> Result<String, BadRecord> {
-        let n = self.i16(what)?;
-        let n = usize::try_from(n).map_err(|_| BadRecord(format!("{what} is null")))?;
-        self.utf8(n, what)
-    }
-    fn compact_str(&mut self, what: &str) -> Result<String, BadRecord> {
-        let n = self.uvarint(what)?;
-        let n = n
-            .checked_sub(1)
-            .ok_or_else(|| BadRecord(format!("{what} is null")))?;
-        self.utf8(n as usize, what)
-    }
-    /// An array length: None for null. `compact`: uvarint N+1, else int32.
-    fn array_len(&mut self, compact: bool, what: &str) -> Result<Option<usize>, BadRecord> {
-        if compact {
-            Ok(self.uvarint(what)?.checked_sub(1).map(|n| n as usize))
-        } else {
-            Ok(usize::try_from(self.i32(what)?).ok())
-        }
-    }
-    /// A count that cannot exceed the remaining bytes at `min_bytes` each:
-    /// bounds the allocation a corrupt length could ask for.
-    fn bounded(&self, n: usize, min_bytes: usize, what: &str) -> Result<usize, BadRecord> {
-        if n.saturating_mul(min_bytes) > self.b.remaining() {
-            return Err(BadRecord(format!("truncated {what}")));
-        }
-        Ok(n)
-    }
-    /// Skips a tagged-field section, calling `f(tag, field reader)` on each.
-    fn tagged(
-        &mut self,
-        mut f: impl FnMut(u32, &mut Reader) -> Result<(), BadRecord>,
-    ) -> Result<(), BadRecord> {
-        let n = self.uvarint("tagged field count")?;
-        for _ in 0..n {
-            let tag = self.uvarint("tag")?;
-            let size = self.uvarint("tagged field size")? as usize;
-            self.need(size, "tagged field")?;
-            let mut field = Reader {
-                b: self.b.split_to(size),
-            };
-            f(tag, &mut field)?;
-        }
-        Ok(())
+impl From<WireError> for BadRecord {
+    fn from(e: WireError) -> BadRecord {
+        BadRecord(e.0)
     }
 }
 
 /// Decodes a record key: the transactional id.
 pub fn decode_key(key: Bytes) -> Result<String, BadRecord> {
-    let mut r = Reader { b: key };
+    let mut r = Reader::new(key);
     match r.i16("key version")? {
-        KEY_V0 => r.str("transactional id"),
+        KEY_V0 => Ok(r.str("transactional id")?),
         v => Err(BadRecord(format!("unknown key version {v}"))),
     }
 }
 
 /// Decodes a record value (v0 or v1).
 pub fn decode_value(value: Bytes) -> Result<TxnValue, BadRecord> {
-    let mut r = Reader { b: value };
+    let mut r = Reader::new(value);
     let version = r.i16("value version")?;
     if !(VALUE_V0..=VALUE_V1).contains(&version) {
         return Err(BadRecord(format!("unknown value version {version}")));
