@@ -14,7 +14,9 @@ use kafka_protocol::error::ResponseError as E;
 use super::describe::{self, Description, ListFilter, Listing};
 use super::records;
 use super::state::Txn;
-use super::transition::{InitOutcome, Outcome, TopicPartition, Transition, TxnState};
+use super::transition::{
+    epoch_exhausted, InitOutcome, Outcome, TopicPartition, Transition, TxnState,
+};
 use super::{partition_for, Limits, TxnError, TXN_STATE_TOPIC};
 use crate::cluster::{image, internal_topic, owner_shard, partition_manager, producer_ids};
 use crate::runtime;
@@ -96,11 +98,20 @@ pub async fn init_producer_id(
     expected: Option<(i64, i16)>,
     version: i16,
 ) -> Result<(i64, i16), i16> {
-    // A producer id ready in case the state machine needs a new one.
-    let spare = producer_ids::next_producer_id()
-        .await
-        .map_err(|_| E::CoordinatorNotAvailable.code())?;
     let txn = find_or_create(&id);
+    // A new id, or one whose epochs ran out, gets a new producer id: fetch it
+    // before the (synchronous) state machine runs, and only then.
+    let needs_pid = {
+        let t = txn.borrow();
+        t.producer_id() < 0 || epoch_exhausted(t.producer_epoch())
+    };
+    let spare = if needs_pid {
+        producer_ids::next_producer_id()
+            .await
+            .map_err(|_| E::CoordinatorNotAvailable.code())?
+    } else {
+        -1
+    };
     let outcome =
         txn.borrow_mut()
             .init_producer_id(timeout_ms, expected, &limits(), now_ms(), || spare);
