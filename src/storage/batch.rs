@@ -28,38 +28,28 @@ pub const ATTR_TRANSACTIONAL: i16 = 1 << 4;
 /// Attribute bit of a control batch (transaction markers).
 pub const ATTR_CONTROL: i16 = 1 << 5;
 
-/// Whether some batch of a record set has a producer id but no sequence
-/// number (clients must number idempotent batches; only coordinators write
-/// unsequenced transactional batches, to internal topics).
-pub fn has_unsequenced_producer_batch(buf: &[u8]) -> bool {
+/// Why a produce request's record set may not come from a client, if it
+/// may not: a control batch (only the transaction coordinator writes
+/// markers), or a batch with a producer id but no sequence number (only
+/// coordinators write those, to internal topics). One walk over the batch
+/// headers; headers that do not fit are left to `validate_batches`.
+pub fn client_batch_refusal(buf: &[u8]) -> Option<&'static str> {
     let mut pos = 0usize;
     while pos + HEADER_LEN <= buf.len() {
+        if be_i16(buf, pos + OFF_ATTRIBUTES) & ATTR_CONTROL != 0 {
+            return Some("clients may not write control batches");
+        }
         let pid = be_i64(buf, pos + OFF_PRODUCER_ID);
-        let seq = be_i32(buf, pos + OFF_PRODUCER_ID + 10);
+        let seq = be_i32(buf, pos + OFF_BASE_SEQUENCE);
         if pid >= 0 && seq < 0 {
-            return true;
+            return Some("a batch with a producer id needs a sequence number");
         }
         let Ok(len) = usize::try_from(be_i32(buf, pos + OFF_LENGTH)) else {
             break;
         };
         pos = pos.saturating_add(LOG_OVERHEAD).saturating_add(len);
     }
-    false
-}
-
-/// The OR of the attributes of every batch header in a record set (headers
-/// that do not fit are ignored here; validation refuses them later).
-pub fn attributes_union(buf: &[u8]) -> i16 {
-    let mut pos = 0usize;
-    let mut acc = 0i16;
-    while pos + OFF_ATTRIBUTES + 2 <= buf.len() {
-        acc |= be_i16(buf, pos + OFF_ATTRIBUTES);
-        let Ok(len) = usize::try_from(be_i32(buf, pos + OFF_LENGTH)) else {
-            break;
-        };
-        pos = pos.saturating_add(LOG_OVERHEAD).saturating_add(len);
-    }
-    acc
+    None
 }
 
 /// What validation learned about one batch of a record set.

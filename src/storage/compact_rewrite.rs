@@ -17,10 +17,7 @@ use super::batch::{
 use super::compression::{compress_records, decompress_records};
 use super::error::{Result, StorageError};
 
-/// Attribute bit of batches written by a transactional producer.
-pub(crate) const ATTR_TRANSACTIONAL: i16 = 1 << 4;
-/// Attribute bit of control batches (transaction markers).
-pub(crate) const ATTR_CONTROL: i16 = 1 << 5;
+pub(crate) use super::batch::{ATTR_CONTROL, ATTR_TRANSACTIONAL};
 
 /// One record of a batch, borrowed from its (decompressed) records section.
 #[derive(Clone, Copy, Debug)]

@@ -42,8 +42,7 @@ mod testutil;
 mod txn_index;
 
 pub use batch::{
-    attributes_union, has_unsequenced_producer_batch, validate_batches, BatchInfo, ATTR_CONTROL,
-    ATTR_TRANSACTIONAL,
+    client_batch_refusal, validate_batches, BatchInfo, ATTR_CONTROL, ATTR_TRANSACTIONAL,
 };
 pub use compact::CompactionStats;
 pub use config::{CleanupPolicy, IoMode, LogConfig, TimestampType};

@@ -10,10 +10,7 @@
 
 use bytes::{BufMut, Bytes, BytesMut};
 
-/// Batch attribute: the batch belongs to a transaction.
-pub const ATTR_TRANSACTIONAL: i16 = 1 << 4;
-/// Batch attribute: the batch holds control records, never returned to users.
-pub const ATTR_CONTROL: i16 = 1 << 5;
+pub use crate::storage::{ATTR_CONTROL, ATTR_TRANSACTIONAL};
 
 /// Control record types (the second int16 of the key).
 pub const CONTROL_ABORT: i16 = 0;

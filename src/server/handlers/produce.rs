@@ -84,25 +84,19 @@ pub async fn handle(req: &Request, body: ProduceRequest) -> Option<ProduceRespon
                     Some(message),
                 ))
             } else {
-                let attrs = pd
+                let refusal = pd
                     .records
                     .as_ref()
-                    .map_or(0, |r| crate::storage::attributes_union(r));
+                    .and_then(|r| crate::storage::client_batch_refusal(r));
                 match &pd.records {
                     None => Some(Appended::error(
                         ResponseError::CorruptMessage,
                         Some("null record set".into()),
                     )),
-                    Some(_) if attrs & crate::storage::ATTR_CONTROL != 0 => Some(Appended::error(
+                    Some(_) if refusal.is_some() => Some(Appended::error(
                         ResponseError::InvalidRecord,
-                        Some("clients may not write control batches".into()),
+                        refusal.map(str::to_string),
                     )),
-                    Some(r) if crate::storage::has_unsequenced_producer_batch(r) => {
-                        Some(Appended::error(
-                            ResponseError::InvalidRecord,
-                            Some("a batch with a producer id needs a sequence number".into()),
-                        ))
-                    }
                     Some(records) => {
                         let shard = owner_shard(&topic, pd.index, shards);
                         work.push((shard, (slot, topic.clone(), pd.index, records.clone())));
