@@ -78,6 +78,7 @@ static CONFIG: OnceLock<Arc<BrokerConfig>> = OnceLock::new();
 
 /// Installs the broker config (once, at start-up).
 pub fn install_config(cfg: Arc<BrokerConfig>) {
+    crate::storage::log_dirs::install(&cfg.log_dirs);
     let _ = CONFIG.set(cfg);
 }
 
@@ -136,6 +137,9 @@ async fn open(t: &TopicMeta, index: i32) -> Result<Rc<Partition>, StorageError> 
         .get(index as usize)
         .ok_or_else(|| StorageError::Io(format!("{}-{index} vanished from metadata", t.name)))?;
     let dir = partition_dir(&cfg, &t.name, index, pm.log_dir);
+    if let Some(why) = crate::storage::log_dirs::offline_reason(&dir) {
+        return Err(StorageError::LogDirOffline(why));
+    }
     let log_cfg = cfg
         .log_config(&t.configs)
         .map_err(|e| StorageError::Io(format!("config of {}: {e:#}", t.name)))?;
@@ -272,6 +276,14 @@ pub async fn housekeeping_loop() {
             }
         }
     }
+}
+
+/// (topic, partition, logical size in bytes) of every log open on this shard (DescribeLogDirs).
+pub fn open_sizes() -> Vec<(String, i32, u64)> {
+    all_open()
+        .iter()
+        .map(|p| (p.topic.clone(), p.index, p.log.size_bytes()))
+        .collect()
 }
 
 /// Flushes and closes every open log (clean shutdown).

@@ -38,11 +38,26 @@ pub fn save(dir: &Path, img: &MetadataImage) -> anyhow::Result<()> {
     let tmp = dir.join(format!("{METADATA_FILE}.tmp"));
     let bytes = serde_json::to_vec_pretty(img)?;
     let mut f = File::create(&tmp).with_context(|| format!("creating {}", tmp.display()))?;
-    f.write_all(&bytes)?;
-    f.sync_all()?;
+    let written = f.write_all(&bytes);
+    if let Err(e) = written {
+        // Out of space, typically: leave the old image in place and free what was written.
+        let _ignored = fs::remove_file(&tmp);
+        return Err(e).with_context(|| format!("writing {}", tmp.display()));
+    }
+    // A failed fsync takes the dir offline (`storage::log_dirs`): the page cache can no longer
+    // be trusted to match the disk.
+    synced(dir, f.sync_all(), &tmp)?;
     fs::rename(&tmp, &path).with_context(|| format!("renaming to {}", path.display()))?;
-    File::open(dir)?.sync_all()?;
+    synced(dir, File::open(dir).and_then(|d| d.sync_all()), dir)?;
     Ok(())
+}
+
+fn synced(dir: &Path, r: std::io::Result<()>, what: &Path) -> anyhow::Result<()> {
+    r.map_err(|e| {
+        let msg = format!("syncing {}: {e}", what.display());
+        crate::storage::log_dirs::mark_offline(dir, &msg);
+        anyhow::anyhow!(msg)
+    })
 }
 
 /// An exclusive lock on a log dir, held for the life of the broker.

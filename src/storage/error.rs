@@ -34,9 +34,16 @@ pub enum StorageError {
     /// producer id: another producer instance with the same transactional id fenced this one.
     #[error("invalid producer epoch: {0}")]
     InvalidProducerEpoch(String),
-    /// Any disk error.
+    /// Any other disk error.
     #[error("storage i/o error: {0}")]
     Io(String),
+    /// The disk is full (ENOSPC, EDQUOT, short write). The write was rolled back; a later one
+    /// may succeed once space is freed.
+    #[error("no space left on the log dir: {0}")]
+    NoSpace(String),
+    /// The partition's log dir is offline after a disk error (see `log_dirs.rs`).
+    #[error("log dir offline: {0}")]
+    LogDirOffline(String),
 }
 
 impl StorageError {
@@ -51,14 +58,18 @@ impl StorageError {
             StorageError::OffsetOutOfRange { .. } => 1,
             StorageError::OutOfOrderSequence(_) => 45,
             StorageError::InvalidProducerEpoch(_) => 47,
-            StorageError::Io(_) => 56,
+            StorageError::Io(_) | StorageError::NoSpace(_) | StorageError::LogDirOffline(_) => 56,
         }
     }
 }
 
 impl From<std::io::Error> for StorageError {
     fn from(e: std::io::Error) -> Self {
-        StorageError::Io(e.to_string())
+        // No path here, so the dir cannot be taken offline; out-of-space is still told apart.
+        match super::log_dirs::classify_errno(e.raw_os_error()) {
+            super::log_dirs::DiskFault::NoSpace => StorageError::NoSpace(e.to_string()),
+            _ => StorageError::Io(e.to_string()),
+        }
     }
 }
 
@@ -92,6 +103,8 @@ mod tests {
         };
         assert_eq!(oor.kafka_code(), 1);
         assert_eq!(StorageError::Io(String::new()).kafka_code(), 56);
+        assert_eq!(StorageError::NoSpace(String::new()).kafka_code(), 56);
+        assert_eq!(StorageError::LogDirOffline(String::new()).kafka_code(), 56);
         assert_eq!(
             StorageError::OutOfOrderSequence(String::new()).kafka_code(),
             45

@@ -8,12 +8,71 @@ use glommio::io::{BufferedFile, DmaBuffer, DmaFile, OpenOptions};
 
 use super::config::IoMode;
 use super::error::{Result, StorageError};
+use super::log_dirs::{self, classify_errno, DiskFault};
 
 /// Alignment used for O_DIRECT writes (a multiple of every device's logical block size).
 pub(crate) const ALIGN: u64 = 4096;
 
-fn io_err(what: &str, path: &Path, e: impl std::fmt::Display) -> StorageError {
-    StorageError::Io(format!("{what} {}: {e}", path.display()))
+/// An error of a file operation, with the OS error number when there is one.
+pub(crate) trait OsError: std::fmt::Display {
+    fn errno(&self) -> Option<i32>;
+}
+
+impl OsError for std::io::Error {
+    fn errno(&self) -> Option<i32> {
+        self.raw_os_error()
+    }
+}
+
+impl OsError for glommio::GlommioError<()> {
+    fn errno(&self) -> Option<i32> {
+        match self {
+            glommio::GlommioError::IoError(e) => e.raw_os_error(),
+            glommio::GlommioError::EnhancedIoError { source, .. } => source.raw_os_error(),
+            _ => None,
+        }
+    }
+}
+
+/// A short write to a regular file: the file system ran out of space (or quota) part way.
+struct ShortWrite(usize);
+
+impl std::fmt::Display for ShortWrite {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "only {} bytes written (out of space?)", self.0)
+    }
+}
+
+impl OsError for ShortWrite {
+    fn errno(&self) -> Option<i32> {
+        Some(nix::errno::Errno::ENOSPC as i32)
+    }
+}
+
+impl OsError for &str {
+    fn errno(&self) -> Option<i32> {
+        None
+    }
+}
+
+/// Turns a failed operation on `path` into a `StorageError`, taking the log dir holding `path`
+/// offline when the error says the disk cannot be trusted (see `log_dirs.rs`). Every failed
+/// sync does: after a failed fsync the page cache no longer tells what is on disk.
+fn io_err(what: &str, path: &Path, e: impl OsError) -> StorageError {
+    let msg = format!("{what} {}: {e}", path.display());
+    let fault = if what.starts_with("syncing") {
+        DiskFault::DirFailed
+    } else {
+        classify_errno(e.errno())
+    };
+    match fault {
+        DiskFault::NoSpace => StorageError::NoSpace(msg),
+        DiskFault::DirFailed => {
+            log_dirs::mark_offline(path, &msg);
+            StorageError::LogDirOffline(msg)
+        }
+        DiskFault::Other => StorageError::Io(msg),
+    }
 }
 
 enum Inner {
@@ -131,7 +190,7 @@ impl SegFile {
                     .await
                     .map_err(|e| io_err("writing", &self.path, e))?;
                 if n != want {
-                    return Err(io_err("short write to", &self.path, n));
+                    return Err(io_err("writing", &self.path, ShortWrite(n)));
                 }
                 Ok(())
             }
@@ -144,7 +203,7 @@ impl SegFile {
                     .await
                     .map_err(|e| io_err("writing", &self.path, e))?;
                 if n != want {
-                    return Err(io_err("short write to", &self.path, n));
+                    return Err(io_err("writing", &self.path, ShortWrite(n)));
                 }
                 Ok(())
             }
@@ -253,34 +312,48 @@ pub(crate) async fn read_small_file(path: &Path) -> Result<Option<Vec<u8>>> {
     Ok(Some(out))
 }
 
-/// Atomically replaces `path` with `data`: write a temporary file, fdatasync, rename.
+/// Atomically replaces `path` with `data`: write a temporary file, fdatasync, rename. On failure
+/// the temporary file is removed (it would only hold space a full disk needs back) and `path` is
+/// unchanged.
 pub(crate) async fn write_file_atomic(path: &Path, data: Vec<u8>) -> Result<()> {
     let mut tmp = path.as_os_str().to_owned();
     tmp.push(".tmp");
     let tmp = PathBuf::from(tmp);
+    let r = write_tmp_then_rename(path, &tmp, data).await;
+    if r.is_err() {
+        match std::fs::remove_file(&tmp) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => tracing::warn!(file = %tmp.display(), "removing after a failed write: {e}"),
+        }
+    }
+    r
+}
+
+async fn write_tmp_then_rename(path: &Path, tmp: &Path, data: Vec<u8>) -> Result<()> {
     let f = OpenOptions::new()
         .write(true)
         .create(true)
         .truncate(true)
-        .buffered_open(&tmp)
+        .buffered_open(tmp)
         .await
-        .map_err(|e| io_err("creating", &tmp, e))?;
+        .map_err(|e| io_err("creating", tmp, e))?;
     let mut pos = 0usize;
     while pos < data.len() {
         let n = f
             .write_at(data[pos..].to_vec(), pos as u64)
             .await
-            .map_err(|e| io_err("writing", &tmp, e))?;
+            .map_err(|e| io_err("writing", tmp, e))?;
         if n == 0 {
-            return Err(io_err("zero-length write to", &tmp, n));
+            return Err(io_err("writing", tmp, ShortWrite(pos)));
         }
         pos += n;
     }
     f.fdatasync()
         .await
-        .map_err(|e| io_err("syncing", &tmp, e))?;
-    f.close().await.map_err(|e| io_err("closing", &tmp, e))?;
-    std::fs::rename(&tmp, path).map_err(|e| io_err("renaming", &tmp, e))?;
+        .map_err(|e| io_err("syncing", tmp, e))?;
+    f.close().await.map_err(|e| io_err("closing", tmp, e))?;
+    std::fs::rename(tmp, path).map_err(|e| io_err("renaming", tmp, e))?;
     Ok(())
 }
 

@@ -10,7 +10,7 @@ use std::rc::Rc;
 
 use bytes::Bytes;
 use glommio::sync::Semaphore;
-use tracing::info;
+use tracing::{info, warn};
 
 use super::batch::{validate_batches_ext, BatchInfo};
 use super::cache::RecentBatches;
@@ -75,6 +75,8 @@ pub struct PartitionLog {
     /// transactional or control batches (the only ones that open or end transactions) and by
     /// recovery, so the last stable offset costs nothing per fetch.
     pub(crate) first_unstable: Cell<Option<i64>>,
+    /// The last append failed for lack of space (for logging the change only).
+    pub(crate) out_of_space: Cell<bool>,
 }
 
 /// Parses `00000000000000000123.log` into 123.
@@ -154,6 +156,7 @@ impl PartitionLog {
             cleaner_busy: Cell::new(false),
             producer_state: RefCell::new(ProducerStateMap::default()),
             first_unstable: Cell::new(None),
+            out_of_space: Cell::new(false),
         };
         log.recompute_max_timestamp().await?;
         log.load_producer_state().await?;
@@ -187,6 +190,7 @@ impl PartitionLog {
         Rc::clone(&segs[segs.len() - 1])
     }
 
+    /// Refuses use of a closed log, or of one whose log dir went offline (`log_dirs.rs`).
     pub(crate) fn check_open(&self) -> Result<()> {
         if self.closed.get() {
             return Err(StorageError::Io(format!(
@@ -194,7 +198,25 @@ impl PartitionLog {
                 self.dir.display()
             )));
         }
+        if let Some(why) = super::log_dirs::offline_reason(&self.dir) {
+            return Err(StorageError::LogDirOffline(why));
+        }
         Ok(())
+    }
+
+    /// Notes the outcome of an append for the out-of-space log lines: one warning when appends
+    /// start failing for lack of space, one line when they succeed again.
+    fn note_space<T>(&self, r: &Result<T>) {
+        match r {
+            Err(StorageError::NoSpace(e)) if !self.out_of_space.replace(true) => {
+                warn!(dir = %self.dir.display(), "appends fail: disk full ({e}); answering \
+                    KAFKA_STORAGE_ERROR until space is freed");
+            }
+            Ok(_) if self.out_of_space.replace(false) => {
+                info!(dir = %self.dir.display(), "appends succeed again: disk space was freed");
+            }
+            _ => {}
+        }
     }
 
     /// Appends one or more concatenated v2 batches; see the module docs for the semantics.
@@ -244,8 +266,13 @@ impl PartitionLog {
         } else {
             None
         };
-        self.maybe_roll(&cfg, records.len() as u64, last_offset, now_ms)
-            .await?;
+        let rolled = self
+            .maybe_roll(&cfg, records.len() as u64, last_offset, now_ms)
+            .await;
+        if rolled.is_err() {
+            self.note_space(&rolled);
+        }
+        rolled?;
         let plan = AppendPlan {
             batches: &batches,
             first_offset: base_offset,
@@ -254,7 +281,9 @@ impl PartitionLog {
             index_interval: cfg.index_interval_bytes,
             now_ms,
         };
-        let stored = self.active().append(&records, &plan).await?;
+        let stored = self.active().append(&records, &plan).await;
+        self.note_space(&stored);
+        let stored = stored?;
         self.log_end.set(last_offset + 1);
         if let Some(updated) = staged {
             self.producer_state.borrow_mut().apply(updated);

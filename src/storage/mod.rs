@@ -23,6 +23,7 @@ mod error;
 mod file;
 mod index;
 mod log;
+pub mod log_dirs;
 mod log_maint;
 mod log_producers;
 #[cfg(test)]

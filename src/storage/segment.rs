@@ -180,7 +180,10 @@ impl Segment {
             new_tail = b[total - keep..total].to_vec();
             stored = Bytes::copy_from_slice(&b[lead..total]);
         }
-        self.file.write(buf, size - lead as u64).await?;
+        if let Err(e) = self.file.write(buf, size - lead as u64).await {
+            self.roll_back_write(size).await;
+            return Err(e);
+        }
 
         let mut st = self.st.borrow_mut();
         let mut pos = size;
@@ -203,6 +206,18 @@ impl Segment {
             st.first_batch_ts = Some(plan.now_ms);
         }
         Ok(stored)
+    }
+
+    /// After a failed append (out of space, typically), cuts the file back to `size`, the end of
+    /// the last complete batch, so no partial batch stays on disk. In-memory state was not
+    /// changed by the failed append, so the next one writes at the same place. If even the
+    /// truncate fails the bytes past `size` are still never read (reads stop at the logical
+    /// size), the next append overwrites them, and recovery would cut them as a torn tail.
+    async fn roll_back_write(&self, size: u64) {
+        if let Err(e) = self.file.truncate(size).await {
+            tracing::warn!(segment = %self.file.path().display(), size,
+                "cutting a failed append back to the last complete batch: {e}");
+        }
     }
 
     /// Writes the index files as they are in memory.

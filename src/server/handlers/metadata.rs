@@ -13,6 +13,9 @@ use crate::cluster::controller::{self, NewTopic};
 use crate::cluster::{image, partition_manager::broker_config, validate_topic_name, TopicMeta};
 use crate::protocol::Request;
 
+/// Kafka's KAFKA_STORAGE_ERROR: the partition's replica is in an offline log dir.
+const KAFKA_STORAGE_ERROR: i16 = 56;
+
 pub async fn handle(req: &Request, body: MetadataRequest) -> MetadataResponse {
     let cfg = broker_config();
     let mut resp = MetadataResponse::default();
@@ -122,6 +125,15 @@ fn describe(t: &TopicMeta, node: i32, version: i16) -> MetadataResponseTopic {
             }
             mp.replica_nodes = vec![node.into()];
             mp.isr_nodes = vec![node.into()];
+            if crate::storage::log_dirs::is_offline_index(p.log_dir) {
+                // The only replica sits in an offline log dir. The leader stays this broker so
+                // that clients send their requests and get a definite KAFKA_STORAGE_ERROR from
+                // each (see docs: Kafka moves leadership away, impossible with one replica).
+                mp.error_code = KAFKA_STORAGE_ERROR;
+                if version >= 5 {
+                    mp.offline_replicas = vec![node.into()];
+                }
+            }
             mp
         })
         .collect();

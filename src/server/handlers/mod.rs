@@ -7,6 +7,7 @@ mod admin_configs;
 mod admin_topics;
 mod api_versions;
 mod describe_cluster;
+mod describe_log_dirs;
 mod fetch;
 mod groups;
 mod init_producer_id;
@@ -66,6 +67,10 @@ pub async fn handle(frame: Bytes, client_host: &str) -> Result<Option<Bytes>, Fr
         ApiKey::DescribeCluster => {
             respond(&req, describe_cluster::handle(&req, decode_body(&req)?))
         }
+        ApiKey::DescribeLogDirs => respond(
+            &req,
+            describe_log_dirs::handle(&req, decode_body(&req)?).await,
+        ),
         ApiKey::InitProducerId => respond(
             &req,
             init_producer_id::handle(&req, decode_body(&req)?).await,
