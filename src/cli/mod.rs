@@ -1,11 +1,12 @@
 //! The `sluice` command line: `start` runs the broker; `topic`, `group`,
-//! `produce` and `consume` are Kafka clients (see `client`) that talk to any Kafka-protocol
+//! `produce` and `consume` are Kafka clients, `log verify` checks a stopped broker's data dir, (see `client`) that talk to any Kafka-protocol
 //! broker, Sluice or not. Every command and option is documented in docs/cli.md.
 
 mod client;
 mod consume;
 mod format;
 mod group;
+mod log;
 mod partitioner;
 mod produce;
 mod records;
@@ -40,6 +41,8 @@ enum Command {
     Produce(produce::ProduceArgs),
     /// Print records of a topic, one per line.
     Consume(consume::ConsumeArgs),
+    /// Offline tools for a stopped broker's data dir (`log verify DIR`).
+    Log(log::LogArgs),
 }
 
 /// Connection options shared by every client command.
@@ -83,6 +86,7 @@ pub fn main() -> ExitCode {
         Command::Txn(args) => txn::run(args),
         Command::Produce(args) => produce::run(args),
         Command::Consume(args) => consume::run(args),
+        Command::Log(args) => log::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

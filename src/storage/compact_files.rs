@@ -111,7 +111,7 @@ impl CleanerCheckpoint {
         s.into_bytes()
     }
 
-    fn decode(b: &[u8]) -> Option<CleanerCheckpoint> {
+    pub(crate) fn decode(b: &[u8]) -> Option<CleanerCheckpoint> {
         let text = std::str::from_utf8(b).ok()?;
         let mut c = CleanerCheckpoint::new();
         let mut lines = text.lines();

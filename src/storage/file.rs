@@ -349,9 +349,7 @@ async fn write_tmp_then_rename(path: &Path, tmp: &Path, data: Vec<u8>) -> Result
         }
         pos += n;
     }
-    f.fdatasync()
-        .await
-        .map_err(|e| io_err("syncing", tmp, e))?;
+    f.fdatasync().await.map_err(|e| io_err("syncing", tmp, e))?;
     f.close().await.map_err(|e| io_err("closing", tmp, e))?;
     std::fs::rename(tmp, path).map_err(|e| io_err("renaming", tmp, e))?;
     Ok(())

@@ -41,6 +41,9 @@ mod segment_recover;
 #[cfg(test)]
 mod testutil;
 mod txn_index;
+pub mod verify;
+#[cfg(test)]
+mod verify_tests;
 
 pub use batch::{
     client_batch_refusal, validate_batches, BatchInfo, ATTR_CONTROL, ATTR_TRANSACTIONAL,
