@@ -12,6 +12,8 @@ DescribeLogDirs report it, and the broker keeps serving everything else.
 
 from __future__ import annotations
 
+import socket
+import struct
 import subprocess
 import time
 
@@ -32,6 +34,25 @@ FILL_DEADLINE_S = 60
 def verify(data_dir) -> subprocess.CompletedProcess:
     return subprocess.run([str(sluice_bin()), "log", "verify", "--quiet", str(data_dir)],
                           capture_output=True, text=True, timeout=60)
+
+
+def list_offsets_error(port: int, topic: str, partition: int) -> int:
+    """Error code of a ListOffsets v1 (latest) for one partition."""
+    name = topic.encode()
+    body = struct.pack(">i", -1) + struct.pack(">i", 1) + struct.pack(">h", len(name)) + name \
+        + struct.pack(">iiq", 1, partition, -1)
+    client = b"t"
+    req = struct.pack(">hhih", 2, 1, 7, len(client)) + client + body
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
+        s.sendall(struct.pack(">i", len(req)) + req)
+        (n,) = struct.unpack(">i", s.recv(4, socket.MSG_WAITALL))
+        resp = s.recv(n, socket.MSG_WAITALL)
+    # correlation id, topic count, topic name, partition count, partition, error code
+    pos = 4 + 4
+    (tlen,) = struct.unpack_from(">h", resp, pos)
+    pos += 2 + tlen + 4
+    _p, err = struct.unpack_from(">ih", resp, pos)
+    return err
 
 
 class Load:
@@ -164,6 +185,9 @@ def test_failed_disk_takes_log_dir_offline(small_fs, broker_factory):  # noqa: F
         md = admin(b.bootstrap).list_topics(topic, timeout=10)
         errs = {p.error.code() if p.error else 0 for p in md.topics[topic].partitions.values()}
         assert errs == {KafkaError.KAFKA_STORAGE_ERROR}, errs
+        # ListOffsets on an offline partition answers KAFKA_STORAGE_ERROR too (asked over the
+        # raw protocol: clients retry that error until they time out).
+        assert list_offsets_error(b.port, topic, 0) == KafkaError.KAFKA_STORAGE_ERROR
         assert b.alive()
     finally:
         ka.close()

@@ -100,8 +100,13 @@ pub fn partition_dir(cfg: &BrokerConfig, topic: &str, index: i32, log_dir: usize
 
 /// The open partition, opening its log if the metadata has it and this shard
 /// owns it. `Ok(None)` when the metadata does not know the partition.
+/// A partition whose log dir went offline (`storage::log_dirs`) answers `LogDirOffline`, so
+/// every request on it gets KAFKA_STORAGE_ERROR.
 pub async fn get(topic: &str, index: i32) -> Result<Option<Rc<Partition>>, StorageError> {
     if let Some(p) = lookup(topic, index) {
+        if let Some(why) = crate::storage::log_dirs::offline_reason(&p.log.dir) {
+            return Err(StorageError::LogDirOffline(why));
+        }
         return Ok(Some(p));
     }
     let img = image();

@@ -137,7 +137,9 @@ fn offset_gap_between_segments_is_an_error() {
     std::fs::remove_file(&segs[1]).expect("remove a middle segment");
     let r = check(dir.path());
     assert!(
-        r.problems.iter().any(|p| !p.warning && p.what.contains("gap")),
+        r.problems
+            .iter()
+            .any(|p| !p.warning && p.what.contains("gap")),
         "{:?}",
         r.problems
     );
