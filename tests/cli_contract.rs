@@ -124,3 +124,15 @@ fn unknown_command_fails() {
     let (ok, _) = sluice(&["no-such-command"]);
     assert!(!ok, "an unknown command must exit non-zero");
 }
+
+#[test]
+fn log_verify_subcommand() {
+    assert_mentions(&["log", "--help"], &["verify"]);
+    assert_mentions(&["log", "verify", "--help"], &["DIR", "--quiet"]);
+    let dir = std::env::temp_dir().join(format!("sluice-verify-empty-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("mkdir");
+    let (ok, text) = sluice(&["log", "verify", dir.to_str().expect("utf-8 path")]);
+    std::fs::remove_dir_all(&dir).expect("rmdir");
+    assert!(ok, "an empty dir is clean:\n{text}");
+    assert!(text.contains("errors 0"), "{text}");
+}

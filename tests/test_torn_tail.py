@@ -74,3 +74,14 @@ def test_torn_tail_is_cut_with_a_log_line(broker_factory, io_mode, tail):
     produce_confluent(b.bootstrap, topic, [Rec(b"k", b"after")], partition=0)
     got = consume_confluent(b.bootstrap, topic, [0], len(recs) + 1)
     assert got[-1].offset == len(recs) and got[-1].value == b"after"
+
+
+def test_log_verify_refuses_a_running_broker(broker_factory):
+    b = broker_factory(name="verify-running")
+    r = subprocess.run([str(sluice_bin()), "log", "verify", str(b.data_dir)],
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 1 and "running broker" in r.stderr, r.stderr
+    b.stop()
+    r = subprocess.run([str(sluice_bin()), "log", "verify", str(b.data_dir)],
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stdout + r.stderr

@@ -8,7 +8,9 @@
 //! cleaner for `cleanup.policy=compact`: pass selection and swap, batch rewriting, crash-safe
 //! swap files and checkpoint), `producer_*` (idempotent producers' per-partition state: sequence
 //! and epoch checks, snapshot files; `log_producers` ties them to the log: recovery, expiry),
-//! `log_txn` and `txn_index` (transactions: markers, last stable offset, `.txnindex`).
+//! `log_txn` and `txn_index` (transactions: markers, last stable offset, `.txnindex`),
+//! `log_dirs` (disk-error classification, offline log dirs), `verify` (the offline checker behind
+//! `sluice log verify`).
 
 mod batch;
 mod cache;
