@@ -360,6 +360,45 @@ mod tests {
     use super::*;
     use crate::storage::testutil::run;
 
+    /// The only unit test that registers log dirs (the registry is process-wide); its dir is
+    /// unique, so other tests' paths never match it.
+    #[test]
+    fn failed_sync_takes_the_dir_offline_and_enospc_does_not() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let other = tempfile::tempdir().expect("tempdir");
+        log_dirs::install(&[dir.path().to_path_buf(), other.path().to_path_buf()]);
+        let seg = dir.path().join("t-0").join("00000000000000000000.log");
+        let enospc = std::io::Error::from_raw_os_error(nix::errno::Errno::ENOSPC as i32);
+        assert!(matches!(
+            io_err("writing", &seg, enospc),
+            StorageError::NoSpace(_)
+        ));
+        assert!(matches!(
+            io_err("writing", &seg, ShortWrite(3)),
+            StorageError::NoSpace(_)
+        ));
+        assert_eq!(
+            log_dirs::offline_count(),
+            0,
+            "out of space is not a failed dir"
+        );
+        // Any failed sync, whatever the errno, takes the dir offline.
+        let e = io_err("syncing", &seg, "EINVAL-like failure");
+        assert!(matches!(e, StorageError::LogDirOffline(_)), "{e}");
+        assert_eq!(e.kafka_code(), 56);
+        assert!(log_dirs::offline_reason(&dir.path().join("t-1")).is_some());
+        assert!(log_dirs::offline_reason(other.path()).is_none());
+        assert!(log_dirs::is_offline_index(0) && !log_dirs::is_offline_index(1));
+        // A second failure does not count twice.
+        let erofs = std::io::Error::from_raw_os_error(nix::errno::Errno::EROFS as i32);
+        assert!(matches!(
+            io_err("writing", &seg, erofs),
+            StorageError::LogDirOffline(_)
+        ));
+        assert_eq!(log_dirs::offline_count(), 1);
+        log_dirs::install(&[]);
+    }
+
     #[test]
     fn write_read_both_modes() {
         run(|| async {
