@@ -86,6 +86,8 @@ pub const BROKER_SETTINGS: &[BrokerSetting] = &[
     BrokerSetting { key: "transaction.abort.timed.out.transaction.cleanup.interval.ms", default: "10000", doc: "how often each shard aborts transactions open longer than their timeout" },
     BrokerSetting { key: "transaction.remove.expired.transaction.cleanup.interval.ms", default: "3600000", doc: "how often each shard forgets expired transactional ids" },
     BrokerSetting { key: "io_memory", default: "0", doc: "glommio registered I/O memory per shard in bytes; 0 = sized from RLIMIT_MEMLOCK" },
+    BrokerSetting { key: "stall.detector.interval.ms", default: "0", doc: "when above 0, each shard times every task poll and a 1 ms timer tick, and logs the longest of each at this interval (0 = off)" },
+    BrokerSetting { key: "stall.detector.threshold.us", default: "1000", doc: "a task poll or timer-tick lateness longer than this makes the stall detector's line a warning" },
 ];
 
 /// Effective broker configuration after all sources are merged.
@@ -105,6 +107,8 @@ pub struct BrokerConfig {
     pub log_cleaner_backoff_ms: u64,
     pub cluster_id: String,
     pub io_memory_bytes: usize,
+    pub stall_interval_ms: u64,
+    pub stall_threshold_us: u64,
     pub groups: GroupSettings,
     pub txns: TxnSettings,
     /// Every broker setting by key (defaults filled in), for DescribeConfigs and topic defaults.
@@ -280,6 +284,8 @@ impl BrokerConfig {
             log_cleaner_backoff_ms: parse_key(&values, "log.cleaner.backoff.ms")?,
             cluster_id: get("cluster.id"),
             io_memory_bytes: parse_key(&values, "io_memory")?,
+            stall_interval_ms: parse_key(&values, "stall.detector.interval.ms")?,
+            stall_threshold_us: parse_key(&values, "stall.detector.threshold.us")?,
             groups: GroupSettings::from_values(&values)?,
             txns: TxnSettings::from_values(&values)?,
             values,

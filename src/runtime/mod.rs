@@ -8,6 +8,7 @@
 //! is shared behind a lock.
 
 pub mod notify;
+pub mod stall;
 
 use std::future::Future;
 use std::sync::OnceLock;
@@ -64,10 +65,10 @@ where
         .ok_or(ShardGone(target))?;
     let (tx, rx) = oneshot::channel();
     let job: Job = Box::new(move || {
-        glommio::spawn_local(async move {
+        glommio::spawn_local(stall::instrument(async move {
             let out = f().await;
             let _ = tx.send(out);
-        })
+        }))
         .detach();
     });
     let mut inbox = inbox.clone();
@@ -77,7 +78,7 @@ where
 
 /// Spawns a task on the current shard, detached.
 pub fn spawn<F: Future<Output = ()> + 'static>(f: F) {
-    glommio::spawn_local(f).detach();
+    glommio::spawn_local(stall::instrument(f)).detach();
 }
 
 thread_local! {

@@ -86,6 +86,11 @@ pub fn run_start(args: StartArgs) -> anyhow::Result<()> {
 }
 
 async fn shard_main(id: usize, cfg: Arc<BrokerConfig>) {
+    runtime::stall::start(
+        id,
+        std::time::Duration::from_millis(cfg.stall_interval_ms),
+        std::time::Duration::from_micros(cfg.stall_threshold_us),
+    );
     match partition_manager::open_owned().await {
         Ok(n) => tracing::info!(shard = id, partitions = n, "partitions recovered"),
         Err(e) => {

@@ -1,0 +1,157 @@
+//! Reactor stall detector. A shard is cooperative: a task that runs long
+//! between two awaits delays every other connection on that core. When
+//! `stall.detector.interval.ms` is above 0, each shard
+//! - times every poll of every task spawned through [`super::spawn`] and of
+//!   every cross-shard job, keeping the longest;
+//! - runs a ticker that sleeps [`TICK`] on the timer wheel and keeps the
+//!   longest lateness of a wake-up (what a timer-driven task would have seen);
+//! - logs both once per interval (info), and a warning when either exceeded
+//!   `stall.detector.threshold.us`.
+//!
+//! Off (the default), spawning is untouched: no clock reads, no extra box.
+
+use std::cell::Cell;
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+/// Period of the lateness probe.
+pub const TICK: Duration = Duration::from_millis(1);
+
+thread_local! {
+    static ENABLED: Cell<bool> = const { Cell::new(false) };
+    static MAX_POLL: Cell<Duration> = const { Cell::new(Duration::ZERO) };
+    static SLOW_POLLS: Cell<u64> = const { Cell::new(0) };
+    static POLLS: Cell<u64> = const { Cell::new(0) };
+    static MAX_LATE: Cell<Duration> = const { Cell::new(Duration::ZERO) };
+    static THRESHOLD: Cell<Duration> = const { Cell::new(Duration::from_millis(1)) };
+}
+
+/// What one interval saw on one shard.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StallReport {
+    pub polls: u64,
+    pub max_poll: Duration,
+    pub slow_polls: u64,
+    pub max_tick_lateness: Duration,
+}
+
+/// True when this shard measures its polls.
+pub fn enabled() -> bool {
+    ENABLED.with(Cell::get)
+}
+
+/// Wraps `fut` so each poll is timed, when the detector is on; otherwise
+/// returns it boxed-free through `Either`.
+pub fn instrument<F: Future + 'static>(fut: F) -> futures::future::Either<F, Timed<Pin<Box<F>>>> {
+    if enabled() {
+        futures::future::Either::Right(Timed(Box::pin(fut)))
+    } else {
+        futures::future::Either::Left(fut)
+    }
+}
+
+/// A future whose polls are timed into the shard's counters.
+pub struct Timed<F>(F);
+
+impl<F: Future + Unpin> Future for Timed<F> {
+    type Output = F::Output;
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
+        let start = Instant::now();
+        let out = Pin::new(&mut self.0).poll(cx);
+        record_poll(start.elapsed());
+        out
+    }
+}
+
+fn record_poll(d: Duration) {
+    POLLS.with(|c| c.set(c.get() + 1));
+    MAX_POLL.with(|c| c.set(c.get().max(d)));
+    if d > THRESHOLD.with(Cell::get) {
+        SLOW_POLLS.with(|c| c.set(c.get() + 1));
+    }
+}
+
+/// Returns this interval's figures and starts a new interval.
+pub fn take_report() -> StallReport {
+    StallReport {
+        polls: POLLS.with(|c| c.replace(0)),
+        max_poll: MAX_POLL.with(|c| c.replace(Duration::ZERO)),
+        slow_polls: SLOW_POLLS.with(|c| c.replace(0)),
+        max_tick_lateness: MAX_LATE.with(|c| c.replace(Duration::ZERO)),
+    }
+}
+
+/// Turns the detector on for the calling shard and starts its ticker and
+/// reporter. `interval` 0 leaves it off.
+pub fn start(shard: usize, interval: Duration, threshold: Duration) {
+    if interval.is_zero() {
+        return;
+    }
+    ENABLED.with(|c| c.set(true));
+    THRESHOLD.with(|c| c.set(threshold));
+    glommio::spawn_local(async move {
+        loop {
+            let before = Instant::now();
+            glommio::timer::sleep(TICK).await;
+            let late = before.elapsed().saturating_sub(TICK);
+            MAX_LATE.with(|c| c.set(c.get().max(late)));
+        }
+    })
+    .detach();
+    glommio::spawn_local(async move {
+        loop {
+            glommio::timer::sleep(interval).await;
+            let r = take_report();
+            let stalled = r.max_poll > threshold || r.max_tick_lateness > threshold;
+            if stalled {
+                tracing::warn!(
+                    shard,
+                    polls = r.polls,
+                    longest_poll_us = r.max_poll.as_micros() as u64,
+                    polls_over_threshold = r.slow_polls,
+                    longest_tick_lateness_us = r.max_tick_lateness.as_micros() as u64,
+                    threshold_us = threshold.as_micros() as u64,
+                    "stall detector: shard stalled"
+                );
+            } else {
+                tracing::info!(
+                    shard,
+                    polls = r.polls,
+                    longest_poll_us = r.max_poll.as_micros() as u64,
+                    longest_tick_lateness_us = r.max_tick_lateness.as_micros() as u64,
+                    "stall detector"
+                );
+            }
+        }
+    })
+    .detach();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn timed_polls_are_recorded_and_reset() {
+        ENABLED.with(|c| c.set(true));
+        THRESHOLD.with(|c| c.set(Duration::from_millis(1)));
+        let _ = take_report();
+        let fut = instrument(async {
+            std::thread::sleep(Duration::from_millis(3));
+            7
+        });
+        assert_eq!(futures::executor::block_on(fut), 7);
+        let r = take_report();
+        assert_eq!(r.polls, 1);
+        assert_eq!(r.slow_polls, 1);
+        assert!(r.max_poll >= Duration::from_millis(3), "{r:?}");
+        assert_eq!(take_report().polls, 0);
+        ENABLED.with(|c| c.set(false));
+        assert!(matches!(
+            instrument(async {}),
+            futures::future::Either::Left(_)
+        ));
+    }
+}
