@@ -146,6 +146,9 @@ impl Budget {
     }
 }
 
+/// One "budget full" log line per this interval, all shards together.
+static WAIT_LOG: LogLimiter = LogLimiter::new(10_000);
+
 thread_local! {
     static BUDGET: Rc<Budget> = Rc::new(Budget::default());
 }
@@ -174,6 +177,13 @@ pub async fn admit_request(bytes: usize, max: Option<usize>) -> RequestPermit {
             budget: Some(b),
             bytes,
         };
+    }
+    if let Some(suppressed) = WAIT_LOG.allow(crate::server::now_ms()) {
+        tracing::info!(
+            queued_bytes = b.queued_bytes.get(), frame_bytes = bytes, max_bytes = max,
+            waits_since_last_line = suppressed,
+            "queued.max.request.bytes reached: connection waits before reading its next frame"
+        );
     }
     let ticket = b.next_ticket.get();
     b.next_ticket.set(ticket + 1);
