@@ -61,7 +61,10 @@ pub fn open_connection(ip: IpAddr, limits: &ConnectionLimits) -> Result<Connecti
         return Ok(ConnectionSlot { ip: None });
     }
     let mut guard = PER_IP.lock().unwrap_or_else(|p| p.into_inner());
-    let count = guard.get_or_insert_with(HashMap::new).entry(ip).or_insert(0);
+    let count = guard
+        .get_or_insert_with(HashMap::new)
+        .entry(ip)
+        .or_insert(0);
     if *count >= limits.max_connections_per_ip {
         drop(guard);
         OPEN.fetch_sub(1, Ordering::AcqRel);
@@ -180,7 +183,9 @@ pub async fn admit_request(bytes: usize, max: Option<usize>) -> RequestPermit {
     }
     if let Some(suppressed) = WAIT_LOG.allow(crate::server::now_ms()) {
         tracing::info!(
-            queued_bytes = b.queued_bytes.get(), frame_bytes = bytes, max_bytes = max,
+            queued_bytes = b.queued_bytes.get(),
+            frame_bytes = bytes,
+            max_bytes = max,
             waits_since_last_line = suppressed,
             "queued.max.request.bytes reached: connection waits before reading its next frame"
         );
@@ -286,7 +291,10 @@ mod tests {
             }
             glommio::yield_if_needed().await;
             glommio::timer::sleep(std::time::Duration::from_millis(5)).await;
-            assert!(order.borrow().is_empty(), "nothing fits beside the big frame");
+            assert!(
+                order.borrow().is_empty(),
+                "nothing fits beside the big frame"
+            );
             big.release();
             let mut held = Vec::new();
             for t in tasks {

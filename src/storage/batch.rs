@@ -526,7 +526,10 @@ mod tests {
         // A valid batch of minimal records passes.
         let tiny: Vec<Rec> = (0..50).map(|_| Rec::new(0, b"", b"")).collect();
         let t = batch(Codec::None, &tiny);
-        assert_eq!(validate_batches(&t, 1 << 20).expect("valid")[0].records_count, 50);
+        assert_eq!(
+            validate_batches(&t, 1 << 20).expect("valid")[0].records_count,
+            50
+        );
     }
 
     #[test]
