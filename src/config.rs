@@ -68,6 +68,7 @@ pub const BROKER_SETTINGS: &[BrokerSetting] = &[
     BrokerSetting { key: "log.cleaner.backoff.ms", default: "15000", doc: "how often each shard checks its compacted partitions for a cleaning pass" },
     BrokerSetting { key: "io_mode", default: "direct", doc: "segment writes: direct (O_DIRECT, DMA) or buffered (page cache)" },
     BrokerSetting { key: "socket.request.max.bytes", default: "104857600", doc: "largest request frame; a longer one closes the connection before anything is allocated" },
+    BrokerSetting { key: "fetch.max.bytes", default: "57671680", doc: "most record bytes one Fetch response carries (the client's max_bytes is capped to it); each shard a fetch reads from reads at most this much (plus one whole batch)" },
     BrokerSetting { key: "max.connections", default: "2147483647", doc: "most client connections open at once, all shards together; a connection over the limit is accepted and closed at once (logged)" },
     BrokerSetting { key: "max.connections.per.ip", default: "2147483647", doc: "most connections open at once from one IP address; a connection over the limit is closed at once (logged)" },
     BrokerSetting { key: "connections.max.idle.ms", default: "600000", doc: "a connection that sends nothing this long while the broker waits for its next request (or for the rest of one) is closed" },
@@ -106,6 +107,7 @@ pub struct BrokerConfig {
     pub default_replication_factor: i16,
     pub socket_request_max_bytes: usize,
     pub limits: ConnectionLimits,
+    pub fetch_max_bytes: usize,
     pub retention_check_interval_ms: u64,
     pub log_cleaner_enable: bool,
     pub log_cleaner_backoff_ms: u64,
@@ -319,6 +321,7 @@ impl BrokerConfig {
             default_replication_factor: parse_key(&values, "default.replication.factor")?,
             socket_request_max_bytes: parse_key(&values, "socket.request.max.bytes")?,
             limits: ConnectionLimits::from_values(&values)?,
+            fetch_max_bytes: parse_key(&values, "fetch.max.bytes")?,
             retention_check_interval_ms: parse_key(&values, "log.retention.check.interval.ms")?,
             log_cleaner_enable: parse_key(&values, "log.cleaner.enable")?,
             log_cleaner_backoff_ms: parse_key(&values, "log.cleaner.backoff.ms")?,
@@ -330,6 +333,9 @@ impl BrokerConfig {
         };
         if cfg.num_partitions < 1 {
             bail!("num.partitions must be >= 1");
+        }
+        if cfg.fetch_max_bytes < 1024 {
+            bail!("fetch.max.bytes must be >= 1024 (Kafka's minimum)");
         }
         // Validate every topic default once, so a bad broker default fails at start-up.
         cfg.log_config(&BTreeMap::new())?;

@@ -157,3 +157,34 @@ def wait_log(log: Path, pattern: str, within: float = 5.0, also: str | None = No
 def peer_log(log: Path, local_port: int, reason: str, within: float = 5.0) -> str:
     """The broker's log line about our connection from `local_port` matching `reason`."""
     return wait_log(log, rf"peer=127\.0\.0\.1:{local_port}\b", within, also=reason)
+
+
+def fetch_v4(corr: int, topic: str, partitions: list[int], max_bytes: int,
+             partition_max_bytes: int, max_wait_ms: int = 0) -> bytes:
+    """Fetch v4 from offset 0 of each partition (read uncommitted)."""
+    parts = b"".join(i32(p) + struct.pack(">q", 0) + i32(partition_max_bytes) for p in partitions)
+    body = i32(-1) + i32(max_wait_ms) + i32(0) + i32(max_bytes) + b"\0" \
+        + i32(1) + string(topic) + i32(len(partitions)) + parts
+    return frame(header(1, 4, corr) + body)
+
+
+def fetch_v4_record_bytes(resp: bytes) -> dict[int, int]:
+    """Partition -> bytes of records in a Fetch v4 response (after the correlation id)."""
+    p = 4  # throttle
+    out = {}
+    (n_topics,) = struct.unpack_from(">i", resp, p)
+    p += 4
+    for _ in range(n_topics):
+        (n,) = struct.unpack_from(">h", resp, p)
+        p += 2 + n
+        (n_parts,) = struct.unpack_from(">i", resp, p)
+        p += 4
+        for _ in range(n_parts):
+            index, _err, _hw, _lso = struct.unpack_from(">ihqq", resp, p)
+            p += 22
+            (n_aborted,) = struct.unpack_from(">i", resp, p)
+            p += 4 + max(n_aborted, 0) * 16
+            (size,) = struct.unpack_from(">i", resp, p)
+            p += 4 + max(size, 0)
+            out[index] = max(size, 0)
+    return out

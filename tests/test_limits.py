@@ -9,7 +9,8 @@ import time
 import pytest
 
 from kclients import Rec, consume_confluent, create_topic, produce_confluent, uniq
-from rawwire import (api_versions, closed_by_peer, connect, correlation, frame, header, i32,
+from rawwire import (api_versions, closed_by_peer, connect, correlation, fetch_v4,
+                     fetch_v4_record_bytes, frame, header, i32,
                      peer_log, read_frame, wait_log)
 
 pytestmark = pytest.mark.sluice_only
@@ -225,3 +226,24 @@ def test_queued_request_bytes_backpressure(broker_factory):
     assert sorted((g.partition, len(g.value)) for g in got) == \
         sorted((i, 300_000) for i in range(4) for _ in range(3))
     real_client_works(b.bootstrap)
+
+
+def test_fetch_max_bytes_caps_a_greedy_fetch(broker_factory):
+    b = broker_factory(settings={"fetch.max.bytes": "2048"})
+    topic = uniq("fmb")
+    create_topic(b.bootstrap, topic, 4)
+    for p in range(4):  # one ~5 KB batch per partition
+        produce_confluent(b.bootstrap, topic, [Rec(None, b"x" * 1000) for _ in range(5)],
+                          partition=p, conf={"linger.ms": 50})
+    # The client asks for everything: max_bytes and partition_max_bytes i32::MAX.
+    with connect(b.port) as s:
+        s.sendall(fetch_v4(31, topic, [0, 1, 2, 3], 2**31 - 1, 2**31 - 1))
+        r = read_frame(s, 10)
+    assert r is not None and correlation(r) == 31
+    sizes = fetch_v4_record_bytes(r[4:])
+    non_empty = [p for p, n in sizes.items() if n]
+    # Capped at 2048 bytes: the first batch comes whole (KIP-74), no other fits.
+    assert len(non_empty) == 1, sizes
+    # A real consumer still reads everything, a batch at a time.
+    got = consume_confluent(b.bootstrap, topic, [0, 1, 2, 3], 20)
+    assert len(got) == 20
