@@ -135,6 +135,9 @@ struct Budget {
     /// Tickets handed to waiting connections, and the one whose turn it is.
     next_ticket: Cell<u64>,
     serving: Cell<u64>,
+    /// Tickets whose waiter went away before its turn (its task was dropped);
+    /// skipped when the turn reaches them.
+    abandoned: std::cell::RefCell<std::collections::BTreeSet<u64>>,
     changed: LocalNotify,
 }
 
@@ -146,6 +149,39 @@ impl Budget {
 
     fn take(&self, bytes: usize) {
         self.queued_bytes.set(self.queued_bytes.get() + bytes);
+    }
+
+    /// Passes the turn to the next ticket still waiting, and wakes the waiters.
+    fn next_turn(&self) {
+        let mut next = self.serving.get() + 1;
+        let mut abandoned = self.abandoned.borrow_mut();
+        while abandoned.remove(&next) {
+            next += 1;
+        }
+        self.serving.set(next);
+        drop(abandoned);
+        self.changed.notify_all();
+    }
+}
+
+/// A waiting connection's place in line; leaving the line early (the task
+/// was dropped) must not stop the line.
+struct Ticket<'a> {
+    budget: &'a Budget,
+    number: u64,
+    served: bool,
+}
+
+impl Drop for Ticket<'_> {
+    fn drop(&mut self) {
+        if self.served {
+            return;
+        }
+        if self.budget.serving.get() == self.number {
+            self.budget.next_turn();
+        } else {
+            self.budget.abandoned.borrow_mut().insert(self.number);
+        }
     }
 }
 
@@ -190,22 +226,29 @@ pub async fn admit_request(bytes: usize, max: Option<usize>) -> RequestPermit {
             "queued.max.request.bytes reached: connection waits before reading its next frame"
         );
     }
-    let ticket = b.next_ticket.get();
-    b.next_ticket.set(ticket + 1);
-    loop {
-        let changed = b.changed.notified();
-        if b.serving.get() == ticket && b.fits(bytes, max) {
-            b.take(bytes);
-            b.serving.set(ticket + 1);
-            // The next in line may fit too.
-            b.changed.notify_all();
-            drop(changed);
-            return RequestPermit {
-                budget: Some(b),
-                bytes,
-            };
+    let number = b.next_ticket.get();
+    b.next_ticket.set(number + 1);
+    {
+        let mut ticket = Ticket {
+            budget: &b,
+            number,
+            served: false,
+        };
+        loop {
+            let changed = b.changed.notified();
+            if b.serving.get() == number && b.fits(bytes, max) {
+                b.take(bytes);
+                ticket.served = true;
+                // The next in line may fit too.
+                b.next_turn();
+                break;
+            }
+            changed.await;
         }
-        changed.await;
+    }
+    RequestPermit {
+        budget: Some(b),
+        bytes,
     }
 }
 
@@ -304,6 +347,17 @@ mod tests {
             assert_eq!(queued_request_bytes(), 100);
             drop(held);
             assert_eq!(queued_request_bytes(), 0);
+            // A waiter dropped before its turn does not stop the line.
+            let hold = admit_request(100, Some(100)).await;
+            let gone = glommio::spawn_local(admit_request(50, Some(100))).detach();
+            let next = glommio::spawn_local(admit_request(60, Some(100)));
+            glommio::timer::sleep(std::time::Duration::from_millis(5)).await;
+            gone.cancel();
+            glommio::timer::sleep(std::time::Duration::from_millis(5)).await;
+            drop(hold);
+            let p = next.await;
+            assert_eq!(queued_request_bytes(), 60);
+            drop(p);
             let unbounded = admit_request(1 << 40, None).await;
             assert_eq!(queued_request_bytes(), 0);
             drop(unbounded);
