@@ -28,12 +28,25 @@ def served(port: int, corr: int) -> bool:
 
 
 def open_served(port: int, n: int) -> list:
+    """`n` open connections, each answered once. Retries for a moment: a slot
+    freed by a just-closed connection (the fixture's readiness probe) is
+    released when the broker sees the close."""
     socks = []
     for i in range(n):
-        s = connect(port)
-        s.sendall(api_versions(100 + i))
-        r = read_frame(s, 5)
-        assert r is not None and correlation(r) == 100 + i, f"connection {i} not served"
+        deadline = time.monotonic() + 3
+        while True:
+            s = connect(port)
+            try:
+                s.sendall(api_versions(100 + i))
+            except OSError:
+                pass
+            r = read_frame(s, 5)
+            if r is not None:
+                break
+            s.close()
+            assert time.monotonic() < deadline, f"connection {i} not served"
+            time.sleep(0.1)
+        assert correlation(r) == 100 + i
         socks.append(s)
     return socks
 
