@@ -238,6 +238,13 @@ def test_queued_request_bytes_backpressure(broker_factory):
                             conf={"fetch.max.bytes": 10_000_000})
     assert sorted((g.partition, len(g.value)) for g in got) == \
         sorted((i, 300_000) for i in range(4) for _ in range(3))
+    # A frame over 1 MiB (its buffer grows as it arrives) comes back intact.
+    big = bytes(range(256)) * 6000
+    produce_confluent(b.bootstrap, topic, [Rec(b"big", big)], partition=0,
+                      conf={"message.max.bytes": 2_000_000})
+    got = consume_confluent(b.bootstrap, topic, [0], 4, timeout=40,
+                            conf={"fetch.max.bytes": 10_000_000})
+    assert got[-1].value == big
     real_client_works(b.bootstrap)
 
 
