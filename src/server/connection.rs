@@ -9,7 +9,7 @@
 //! `connections.max.idle.ms` (set once; glommio arms a timer only while a
 //! read or write is pending), so an idle or stalled peer is closed; a frame
 //! must arrive whole within `socket.request.read.timeout.ms` of its length
-//! prefix (checked between reads, no timer); the frame's bytes are admitted
+//! prefix (the same read timer, narrowed to the time left); the frame's bytes are admitted
 //! against the shard's `queued.max.request.bytes` before its body is read;
 //! and the body buffer grows with what has arrived, so a peer that announces
 //! a large frame and stalls holds little memory.
