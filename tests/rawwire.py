@@ -43,7 +43,7 @@ def api_versions(corr: int, pad: int = 0) -> bytes:
     return frame(header(18, 0, corr) + b"\0" * pad)
 
 
-def metadata_v1(corr: int, topics: list[bytes | str] | None) -> bytes:
+def metadata_v1(corr: int, topics: list[bytes | str | None] | None) -> bytes:
     """Metadata v1: topics array (None = null = all topics)."""
     body = i32(-1) if topics is None else i32(len(topics)) + b"".join(string(t) for t in topics)
     return frame(header(3, 1, corr) + body)

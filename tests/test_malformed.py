@@ -154,6 +154,8 @@ def test_trailing_bytes_are_tolerated(shared_broker):
 
 @pytest.mark.parametrize("case,data,reason", [
     ("string -2", frame(header(3, 1, 1) + i32(1) + i16(-2)), r"String length is negative \(-2\)"),
+    ("null name, CreateTopics", create_topics_v2(1, None), r"String length is negative \(-1\)"),
+    ("null name, Metadata v1", metadata_v1(1, [None]), r"Metadata v1: null topic name"),
     ("client id -5", frame(i16(3) + i16(1) + i32(1) + i16(-5) + i32(0)),
      r"malformed request header: String length is negative \(-5\)"),
     ("array -2", frame(header(3, 1, 1) + i32(-2)), r"Array length is negative \(-2\)"),
