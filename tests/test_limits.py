@@ -267,3 +267,21 @@ def test_fetch_max_bytes_caps_a_greedy_fetch(broker_factory):
     # A real consumer still reads everything, a batch at a time.
     got = consume_confluent(b.bootstrap, topic, [0, 1, 2, 3], 20)
     assert len(got) == 20
+
+
+def test_peer_that_does_not_read_responses_is_closed(timeout_broker):
+    b = timeout_broker
+    topic = uniq("unread")
+    create_topic(b.bootstrap, topic, 1)
+    produce_confluent(b.bootstrap, topic, [Rec(None, b"r" * 900_000)], partition=0)
+    import socket
+    s = socket.socket()
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    s.connect(("127.0.0.1", b.port))
+    local = s.getsockname()[1]
+    # 40 fetches of ~900 KB each, pipelined, and never a byte read back: the
+    # broker's write stalls once the socket buffers are full.
+    s.sendall(b"".join(fetch_v4(i, topic, [0], 1_000_000, 1_000_000) for i in range(40)))
+    peer_log(b.log_path, local, r"response not read", within=20)
+    s.close()
+    assert served(b.port, 3)
