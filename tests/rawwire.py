@@ -160,10 +160,10 @@ def peer_log(log: Path, local_port: int, reason: str, within: float = 5.0) -> st
 
 
 def fetch_v4(corr: int, topic: str, partitions: list[int], max_bytes: int,
-             partition_max_bytes: int, max_wait_ms: int = 0) -> bytes:
+             partition_max_bytes: int, max_wait_ms: int = 0, min_bytes: int = 0) -> bytes:
     """Fetch v4 from offset 0 of each partition (read uncommitted)."""
     parts = b"".join(i32(p) + struct.pack(">q", 0) + i32(partition_max_bytes) for p in partitions)
-    body = i32(-1) + i32(max_wait_ms) + i32(0) + i32(max_bytes) + b"\0" \
+    body = i32(-1) + i32(max_wait_ms) + i32(min_bytes) + i32(max_bytes) + b"\0" \
         + i32(1) + string(topic) + i32(len(partitions)) + parts
     return frame(header(1, 4, corr) + body)
 

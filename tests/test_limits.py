@@ -248,8 +248,8 @@ def test_queued_request_bytes_backpressure(broker_factory):
     real_client_works(b.bootstrap)
 
 
-def test_fetch_max_bytes_caps_a_greedy_fetch(broker_factory):
-    b = broker_factory(settings={"fetch.max.bytes": "2048"})
+def test_fetch_max_bytes_and_wait_cap(broker_factory):
+    b = broker_factory(settings={"fetch.max.bytes": "2048", "fetch.max.wait.cap.ms": "1000"})
     topic = uniq("fmb")
     create_topic(b.bootstrap, topic, 4)
     for p in range(4):  # one ~5 KB batch per partition
@@ -285,3 +285,16 @@ def test_peer_that_does_not_read_responses_is_closed(timeout_broker):
     peer_log(b.log_path, local, r"response not read", within=20)
     s.close()
     assert served(b.port, 3)
+    # A fetch that would wait i32::MAX ms for data that never comes is answered
+    # (empty) after fetch.max.wait.cap.ms, so it holds nothing past the cap.
+    empty = uniq("fwait")
+    create_topic(b.bootstrap, empty, 1)
+    with connect(b.port) as s:
+        t0 = time.monotonic()
+        s.sendall(fetch_v4(32, empty, [0], 1 << 20, 1 << 20, max_wait_ms=2**31 - 1,
+                           min_bytes=1))
+        r = read_frame(s, 15)
+        waited = time.monotonic() - t0
+    assert r is not None and correlation(r) == 32
+    assert fetch_v4_record_bytes(r[4:]) == {0: 0}
+    assert 0.8 <= waited <= 5, waited

@@ -26,9 +26,6 @@ use crate::cluster::{image, owner_shard, partition_manager};
 use crate::protocol::Request;
 use crate::runtime;
 
-/// Longest a fetch may wait, whatever the client asks (bounds held tasks).
-pub const FETCH_MAX_WAIT_MS_MAX: u64 = 30_000;
-
 /// One partition to read: its slot in the response, name, index, offset, byte limit.
 #[derive(Clone)]
 struct Want {
@@ -103,8 +100,12 @@ pub async fn handle(req: &Request, body: FetchRequest) -> FetchResponse {
     let (known, unknown): (Vec<Want>, Vec<Want>) = wants
         .into_iter()
         .partition(|w| img.partition(&w.topic, w.index).is_some());
-    let max_wait =
-        Duration::from_millis((body.max_wait_ms.max(0) as u64).min(FETCH_MAX_WAIT_MS_MAX));
+    // Capped by fetch.max.wait.cap.ms: the connection is not read while its
+    // fetch waits, so a close is only seen when the wait ends.
+    let max_wait = Duration::from_millis(
+        (body.max_wait_ms.max(0) as u64)
+            .min(partition_manager::broker_config().fetch_max_wait_cap_ms),
+    );
     let deadline = Instant::now() + max_wait;
     let min_bytes = body.min_bytes.max(0) as usize;
 
