@@ -68,6 +68,13 @@ pub const BROKER_SETTINGS: &[BrokerSetting] = &[
     BrokerSetting { key: "log.cleaner.backoff.ms", default: "15000", doc: "how often each shard checks its compacted partitions for a cleaning pass" },
     BrokerSetting { key: "io_mode", default: "direct", doc: "segment writes: direct (O_DIRECT, DMA) or buffered (page cache)" },
     BrokerSetting { key: "socket.request.max.bytes", default: "104857600", doc: "largest request frame; a longer one closes the connection before anything is allocated" },
+    BrokerSetting { key: "fetch.max.bytes", default: "57671680", doc: "most record bytes one Fetch response carries (the client's max_bytes is capped to it); each shard a fetch reads from reads at most this much (plus one whole batch)" },
+    BrokerSetting { key: "fetch.max.wait.cap.ms", default: "30000", doc: "Sluice only: longest a Fetch long-polls, whatever max_wait_ms the client asks (Kafka has no cap)" },
+    BrokerSetting { key: "max.connections", default: "2147483647", doc: "most client connections open at once, all shards together; a connection over the limit is accepted and closed at once (logged)" },
+    BrokerSetting { key: "max.connections.per.ip", default: "2147483647", doc: "most connections open at once from one IP address; a connection over the limit is closed at once (logged)" },
+    BrokerSetting { key: "connections.max.idle.ms", default: "600000", doc: "a connection that sends nothing this long while the broker waits for its next request (or for the rest of one) is closed" },
+    BrokerSetting { key: "socket.request.read.timeout.ms", default: "60000", doc: "Sluice only: a request frame must arrive whole within this long after its length prefix, else the connection is closed" },
+    BrokerSetting { key: "queued.max.request.bytes", default: "134217728", doc: "per shard: bytes of requests read but not yet answered (Produce) or not yet dispatched (others); over it, that shard's connections wait before reading the next frame; -1 = unbounded" },
     BrokerSetting { key: "cluster.id", default: "", doc: "cluster id reported to clients (default: generated once and kept in the data dir)" },
     BrokerSetting { key: "group.initial.rebalance.delay.ms", default: "3000", doc: "how long the first rebalance of an empty group waits for more members (each new member extends it, up to the rebalance timeout)" },
     BrokerSetting { key: "group.min.session.timeout.ms", default: "6000", doc: "smallest session.timeout.ms a group member may ask for (else INVALID_SESSION_TIMEOUT)" },
@@ -102,6 +109,9 @@ pub struct BrokerConfig {
     pub num_partitions: i32,
     pub default_replication_factor: i16,
     pub socket_request_max_bytes: usize,
+    pub limits: ConnectionLimits,
+    pub fetch_max_bytes: usize,
+    pub fetch_max_wait_cap_ms: u64,
     pub retention_check_interval_ms: u64,
     pub log_cleaner_enable: bool,
     pub log_cleaner_backoff_ms: u64,
@@ -113,6 +123,43 @@ pub struct BrokerConfig {
     pub txns: TxnSettings,
     /// Every broker setting by key (defaults filled in), for DescribeConfigs and topic defaults.
     pub values: BTreeMap<String, String>,
+}
+
+/// Limits on what clients may hold: connections, idle time, slow frames and
+/// queued request bytes (see docs/limits.md).
+#[derive(Debug, Clone)]
+pub struct ConnectionLimits {
+    pub max_connections: usize,
+    pub max_connections_per_ip: usize,
+    pub idle_ms: u64,
+    pub request_read_timeout_ms: u64,
+    /// `None`: unbounded (Kafka's -1).
+    pub queued_max_request_bytes: Option<usize>,
+}
+
+impl ConnectionLimits {
+    fn from_values(values: &BTreeMap<String, String>) -> anyhow::Result<ConnectionLimits> {
+        let at_least_1 = |key: &str| -> anyhow::Result<i64> {
+            let n: i64 = parse_key(values, key)?;
+            if n < 1 {
+                bail!("{key} must be >= 1, got {n}");
+            }
+            Ok(n)
+        };
+        let queued: i64 = parse_key(values, "queued.max.request.bytes")?;
+        let queued_max_request_bytes = match queued {
+            -1 => None,
+            n if n >= 1 => Some(usize::try_from(n).unwrap_or(usize::MAX)),
+            n => bail!("queued.max.request.bytes must be -1 or >= 1, got {n}"),
+        };
+        Ok(ConnectionLimits {
+            max_connections: at_least_1("max.connections")? as usize,
+            max_connections_per_ip: at_least_1("max.connections.per.ip")? as usize,
+            idle_ms: at_least_1("connections.max.idle.ms")? as u64,
+            request_read_timeout_ms: at_least_1("socket.request.read.timeout.ms")? as u64,
+            queued_max_request_bytes,
+        })
+    }
 }
 
 /// Transaction coordinator settings (Kafka's names; see docs/configuration.md).
@@ -279,6 +326,9 @@ impl BrokerConfig {
             num_partitions: parse_key(&values, "num.partitions")?,
             default_replication_factor: parse_key(&values, "default.replication.factor")?,
             socket_request_max_bytes: parse_key(&values, "socket.request.max.bytes")?,
+            limits: ConnectionLimits::from_values(&values)?,
+            fetch_max_bytes: parse_key(&values, "fetch.max.bytes")?,
+            fetch_max_wait_cap_ms: parse_key(&values, "fetch.max.wait.cap.ms")?,
             retention_check_interval_ms: parse_key(&values, "log.retention.check.interval.ms")?,
             log_cleaner_enable: parse_key(&values, "log.cleaner.enable")?,
             log_cleaner_backoff_ms: parse_key(&values, "log.cleaner.backoff.ms")?,
@@ -292,6 +342,9 @@ impl BrokerConfig {
         };
         if cfg.num_partitions < 1 {
             bail!("num.partitions must be >= 1");
+        }
+        if cfg.fetch_max_bytes < 1024 {
+            bail!("fetch.max.bytes must be >= 1024 (Kafka's minimum)");
         }
         // Validate every topic default once, so a bad broker default fails at start-up.
         cfg.log_config(&BTreeMap::new())?;
@@ -728,6 +781,31 @@ mod tests {
             ..Default::default()
         };
         assert!(BrokerConfig::load_from(&bad, &[]).is_err());
+        for bad in [
+            "max.connections=0",
+            "connections.max.idle.ms=-5",
+            "queued.max.request.bytes=0",
+        ] {
+            let args = StartArgs {
+                set: vec![bad.into()],
+                ..Default::default()
+            };
+            assert!(BrokerConfig::load_from(&args, &[]).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn connection_limits_defaults_and_unbounded_queue() {
+        let cfg = BrokerConfig::load_from(&StartArgs::default(), &[]).unwrap();
+        assert_eq!(cfg.limits.max_connections, i32::MAX as usize);
+        assert_eq!(cfg.limits.idle_ms, 600_000);
+        assert_eq!(cfg.limits.queued_max_request_bytes, Some(128 << 20));
+        let args = StartArgs {
+            set: vec!["queued.max.request.bytes=-1".into()],
+            ..Default::default()
+        };
+        let cfg = BrokerConfig::load_from(&args, &[]).unwrap();
+        assert_eq!(cfg.limits.queued_max_request_bytes, None);
     }
 
     #[test]

@@ -91,7 +91,7 @@ pub fn decode_request(mut frame: Bytes) -> Result<Request, FrameError> {
     let header =
         RequestHeader::decode(&mut frame, header_version).map_err(|e| FrameError::Malformed {
             what: "request header",
-            detail: e.to_string(),
+            detail: e.to_string().trim_end().to_string(),
         })?;
     Ok(Request {
         api_key,

@@ -4,6 +4,7 @@
 
 pub mod connection;
 pub mod handlers;
+pub mod limits;
 
 use std::cell::Cell;
 use std::sync::Arc;
@@ -138,7 +139,7 @@ async fn shard_main(id: usize, cfg: Arc<BrokerConfig>) {
         };
         match accepted {
             None => break,
-            Some(Ok(stream)) => runtime::spawn(connection::serve(stream)),
+            Some(Ok(stream)) => admit_connection(stream, &cfg).await,
             Some(Err(e)) => {
                 tracing::warn!(shard = id, error = %e, "accept failed");
                 runtime::sleep(std::time::Duration::from_millis(10)).await;
@@ -147,6 +148,31 @@ async fn shard_main(id: usize, cfg: Arc<BrokerConfig>) {
     }
     partition_manager::close_all().await;
     tracing::info!(shard = id, "shard stopped");
+}
+
+/// One refused-connection log line per this interval, all shards together.
+static REFUSED_LOG: limits::LogLimiter = limits::LogLimiter::new(10_000);
+
+/// Serves an accepted connection if `max.connections` and
+/// `max.connections.per.ip` leave room, else closes it at once. Over
+/// `max.connections` Kafka stops accepting until a slot frees; we accept and
+/// close, so the client fails fast and retries instead of waiting in the
+/// kernel's backlog (docs/limits.md).
+async fn admit_connection(stream: glommio::net::TcpStream, cfg: &BrokerConfig) {
+    let ip = match stream.peer_addr() {
+        Ok(a) => a.ip(),
+        Err(_) => std::net::Ipv4Addr::UNSPECIFIED.into(),
+    };
+    match limits::open_connection(ip, &cfg.limits) {
+        Ok(slot) => runtime::spawn(connection::serve(stream, slot)),
+        Err(why) => {
+            if let Some(suppressed) = REFUSED_LOG.allow(now_ms()) {
+                tracing::warn!(peer = %ip, reason = %why, refused_since_last_line = suppressed,
+                    "refusing connection");
+            }
+            let _ = stream.shutdown(std::net::Shutdown::Both).await;
+        }
+    }
 }
 
 /// glommio binds with SO_REUSEPORT, so a second broker on the same port would

@@ -1,7 +1,7 @@
 //! Record batch v2 framing: header accessors, record walking and validation of a produce
 //! request's record set (`validate_batches`).
 
-use super::compression::decompress_records;
+use super::compression::{decompress_records, limit_for};
 use super::error::{Result, StorageError};
 
 /// Size of the fixed v2 batch header.
@@ -21,6 +21,9 @@ pub(crate) const OFF_PRODUCER_ID: usize = 43;
 pub(crate) const OFF_PRODUCER_EPOCH: usize = 51;
 pub(crate) const OFF_BASE_SEQUENCE: usize = 53;
 pub(crate) const OFF_RECORDS_COUNT: usize = 57;
+/// Smallest encoded record: length, attributes, timestamp delta, offset delta,
+/// key length (-1), value length (-1) and header count, one byte each.
+pub(crate) const MIN_RECORD_BYTES: usize = 7;
 /// Attribute bit for LogAppendTime.
 pub(crate) const ATTR_LOG_APPEND_TIME: i16 = 1 << 3;
 /// Attribute bit of a transactional batch.
@@ -334,6 +337,21 @@ pub(crate) fn validate_batches_ext(
                 h.records_count, h.last_offset_delta
             )));
         }
+        // Refuse a count the records section cannot hold before walking it:
+        // uncompressed, the section itself; compressed, the most its
+        // decompression is allowed to produce.
+        let section = size - HEADER_LEN;
+        let room = if h.compression() == 0 {
+            section
+        } else {
+            limit_for(section)
+        };
+        if (h.records_count as usize).saturating_mul(MIN_RECORD_BYTES) > room {
+            return Err(StorageError::InvalidRecord(format!(
+                "recordsCount {} cannot fit in {room} bytes of records",
+                h.records_count
+            )));
+        }
         if h.compression() > 4 {
             return Err(StorageError::InvalidRecord(format!(
                 "unknown compression codec {}",
@@ -470,6 +488,48 @@ mod tests {
             validate_batches(&b, 1 << 20),
             Err(StorageError::InvalidRecord(_))
         ));
+    }
+
+    /// Rewrites a batch's recordsCount (and lastOffsetDelta to match) and its CRC.
+    fn claim_count(b: &mut [u8], n: i32) {
+        b[OFF_RECORDS_COUNT..OFF_RECORDS_COUNT + 4].copy_from_slice(&n.to_be_bytes());
+        b[OFF_LAST_OFFSET_DELTA..OFF_LAST_OFFSET_DELTA + 4].copy_from_slice(&(n - 1).to_be_bytes());
+        crate::storage::testutil::fix_crc(b);
+    }
+
+    fn refusal(b: &[u8]) -> String {
+        match validate_batches(b, 1 << 20) {
+            Err(StorageError::InvalidRecord(m)) => m,
+            other => panic!("expected INVALID_RECORD, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn records_count_must_fit_the_batch_bytes() {
+        // Uncompressed: 3 records of 8+ bytes; a count of 1000 needs >= 7000 bytes.
+        let mut b = batch(Codec::None, &recs(3));
+        claim_count(&mut b, 1000);
+        assert!(refusal(&b).contains("cannot fit"), "{}", refusal(&b));
+        claim_count(&mut b, i32::MAX);
+        assert!(refusal(&b).contains("cannot fit"));
+        // Exactly as many minimal records as bytes allow is a count that fits
+        // (then refused by the record walk, not by the count check).
+        let section = b.len() - HEADER_LEN;
+        claim_count(&mut b, (section / MIN_RECORD_BYTES) as i32);
+        assert!(!refusal(&b).contains("cannot fit"));
+        // Compressed: the bound is what decompression may produce (1 MiB floor).
+        let mut z = batch(Codec::Zstd, &recs(3));
+        claim_count(&mut z, i32::MAX);
+        assert!(refusal(&z).contains("cannot fit"));
+        claim_count(&mut z, ((1 << 20) / MIN_RECORD_BYTES + 1) as i32);
+        assert!(refusal(&z).contains("cannot fit"));
+        // A valid batch of minimal records passes.
+        let tiny: Vec<Rec> = (0..50).map(|_| Rec::new(0, b"", b"")).collect();
+        let t = batch(Codec::None, &tiny);
+        assert_eq!(
+            validate_batches(&t, 1 << 20).expect("valid")[0].records_count,
+            50
+        );
     }
 
     #[test]

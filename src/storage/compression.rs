@@ -22,7 +22,9 @@ const XERIAL_MAGIC: &[u8] = b"\x82SNAPPY\x00";
 /// Stream identifier chunk of the official snappy framing format.
 const FRAMED_MAGIC: &[u8] = b"\xff\x06\x00\x00sNaPpY";
 
-fn limit_for(input_len: usize) -> usize {
+/// The most bytes decompressing `input_len` compressed bytes may produce:
+/// `MAX_RATIO` times the input, at least `FLOOR`, at most `MAX_DECOMPRESSED`.
+pub(crate) fn limit_for(input_len: usize) -> usize {
     input_len
         .saturating_mul(MAX_RATIO)
         .clamp(FLOOR, MAX_DECOMPRESSED)

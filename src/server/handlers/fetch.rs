@@ -26,9 +26,6 @@ use crate::cluster::{image, owner_shard, partition_manager};
 use crate::protocol::Request;
 use crate::runtime;
 
-/// Longest a fetch may wait, whatever the client asks (bounds held tasks).
-pub const FETCH_MAX_WAIT_MS_MAX: u64 = 30_000;
-
 /// One partition to read: its slot in the response, name, index, offset, byte limit.
 #[derive(Clone)]
 struct Want {
@@ -77,6 +74,14 @@ pub async fn handle(req: &Request, body: FetchRequest) -> FetchResponse {
     let mut wants = Vec::new();
     let mut slots = 0usize;
     let read_committed = req.version >= 4 && body.isolation_level == 1;
+    // Response-level byte limit: the client's (Fetch v3+), capped by
+    // fetch.max.bytes as Kafka does; it also caps each partition's limit.
+    let client_max_bytes = if req.version >= 3 {
+        body.max_bytes.max(0) as usize
+    } else {
+        usize::MAX
+    };
+    let max_bytes = client_max_bytes.min(partition_manager::broker_config().fetch_max_bytes);
     for t in &body.topics {
         let name = topic_str(&t.topic);
         for p in &t.partitions {
@@ -87,7 +92,7 @@ pub async fn handle(req: &Request, body: FetchRequest) -> FetchResponse {
                 topic: name.clone(),
                 index: p.partition,
                 offset: p.fetch_offset,
-                max_bytes: p.partition_max_bytes.max(0) as usize,
+                max_bytes: (p.partition_max_bytes.max(0) as usize).min(max_bytes),
                 read_committed,
             });
         }
@@ -95,19 +100,18 @@ pub async fn handle(req: &Request, body: FetchRequest) -> FetchResponse {
     let (known, unknown): (Vec<Want>, Vec<Want>) = wants
         .into_iter()
         .partition(|w| img.partition(&w.topic, w.index).is_some());
-    let max_wait =
-        Duration::from_millis((body.max_wait_ms.max(0) as u64).min(FETCH_MAX_WAIT_MS_MAX));
+    // Capped by fetch.max.wait.cap.ms: the connection is not read while its
+    // fetch waits, so a close is only seen when the wait ends.
+    let max_wait = Duration::from_millis(
+        (body.max_wait_ms.max(0) as u64)
+            .min(partition_manager::broker_config().fetch_max_wait_cap_ms),
+    );
     let deadline = Instant::now() + max_wait;
     let min_bytes = body.min_bytes.max(0) as usize;
-    let max_bytes = if req.version >= 3 {
-        body.max_bytes.max(0) as usize
-    } else {
-        usize::MAX
-    };
 
     let mut got: Vec<Option<Got>> = (0..slots).map(|_| None).collect();
     loop {
-        let results = read_all(&known, shards).await;
+        let results = read_all(&known, shards, max_bytes).await;
         let ready: usize = results.iter().map(|(_, g)| g.records.len()).sum();
         let any_error = results.iter().any(|(_, g)| g.error != 0);
         for (slot, g) in results {
@@ -181,14 +185,18 @@ pub async fn handle(req: &Request, body: FetchRequest) -> FetchResponse {
     resp
 }
 
-async fn read_all(wants: &[Want], shards: usize) -> Vec<(usize, Got)> {
+/// Reads every wanted partition on its owner shard. Each shard reads its
+/// partitions in request order with `max_bytes` between them (at least one
+/// whole batch, KIP-74), so one fetch holds at most shards x (`max_bytes` +
+/// a batch) of records however many partitions it names.
+async fn read_all(wants: &[Want], shards: usize, max_bytes: usize) -> Vec<(usize, Got)> {
     let work = wants
         .iter()
         .map(|w| (owner_shard(&w.topic, w.index, shards), w.clone()))
         .collect();
     let calls = by_shard(work)
         .into_iter()
-        .map(|(shard, items)| runtime::submit_to(shard, move || read_on_owner(items)));
+        .map(|(shard, items)| runtime::submit_to(shard, move || read_on_owner(items, max_bytes)));
     let mut out = Vec::new();
     for r in futures::future::join_all(calls).await {
         match r {
@@ -199,11 +207,21 @@ async fn read_all(wants: &[Want], shards: usize) -> Vec<(usize, Got)> {
     out
 }
 
-async fn read_on_owner(items: Vec<Want>) -> Vec<(usize, Got)> {
+async fn read_on_owner(items: Vec<Want>, max_bytes: usize) -> Vec<(usize, Got)> {
     let mut out = Vec::with_capacity(items.len());
+    let mut left = max_bytes;
+    let mut read_any = false;
     for w in items {
         let g = match partition_manager::get(&w.topic, w.index).await {
-            Ok(Some(p)) => read_partition(&p, &w).await,
+            Ok(Some(p)) => {
+                // Until this shard has returned records, a read may return one
+                // batch larger than what is left (KIP-74).
+                let spent = read_any && left == 0;
+                let g = read_partition(&p, &w, (!spent).then(|| w.max_bytes.min(left))).await;
+                left = left.saturating_sub(g.records.len());
+                read_any |= !g.records.is_empty();
+                g
+            }
             Ok(None) => Got::error(ResponseError::UnknownTopicOrPartition.code(), -1, -1),
             Err(e) => Got::error(super::produce::storage_error(&e).code(), -1, -1),
         };
@@ -215,12 +233,28 @@ async fn read_on_owner(items: Vec<Want>) -> Vec<(usize, Got)> {
 /// Reads one partition: below the high watermark, or below the last stable offset for
 /// READ_COMMITTED, which also gets the aborted transactions of the returned range (Kafka's
 /// upper bound there is the offset after the last batch returned).
-async fn read_partition(p: &partition_manager::Partition, w: &Want) -> Got {
+/// `max_bytes` None: this shard's share of the response is spent; only the
+/// partition's offsets are reported.
+async fn read_partition(
+    p: &partition_manager::Partition,
+    w: &Want,
+    max_bytes: Option<usize>,
+) -> Got {
     let hw = p.high_watermark();
     let lso = p.log.last_stable_offset().min(hw);
     let log_start = p.log.log_start_offset();
+    let Some(max_bytes) = max_bytes else {
+        return Got {
+            error: 0,
+            high_watermark: hw,
+            last_stable_offset: lso,
+            log_start_offset: log_start,
+            records: Bytes::new(),
+            aborted: w.read_committed.then(Vec::new),
+        };
+    };
     let bound = if w.read_committed { lso } else { hw };
-    let records = match p.log.read(w.offset, w.max_bytes, bound).await {
+    let records = match p.log.read(w.offset, max_bytes, bound).await {
         Ok(records) => records,
         Err(e) => return Got::error(super::produce::storage_error(&e).code(), hw, log_start),
     };

@@ -39,7 +39,18 @@ pub async fn handle(frame: Bytes, client_host: &str) -> Result<Option<Bytes>, Fr
     let req = decode_request(frame)?;
     match req.api_key {
         ApiKey::ApiVersions => respond(&req, api_versions::handle(decode_body(&req)?)),
-        ApiKey::Metadata => respond(&req, metadata::handle(&req, decode_body(&req)?).await),
+        ApiKey::Metadata => {
+            let body: kafka_protocol::messages::MetadataRequest = decode_body(&req)?;
+            // Topic names are nullable only from v10 (topic ids); the decoder
+            // accepts null in every version, Kafka refuses it before v10.
+            if req.version < 10 && body.topics.iter().flatten().any(|t| t.name.is_none()) {
+                return Err(FrameError::Malformed {
+                    what: "request body",
+                    detail: format!("Metadata v{}: null topic name", req.version),
+                });
+            }
+            respond(&req, metadata::handle(&req, body).await)
+        }
         ApiKey::Produce => match produce::handle(&req, decode_body(&req)?).await {
             Some(resp) => respond(&req, resp),
             None => Ok(None),
