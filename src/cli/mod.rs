@@ -40,6 +40,8 @@ enum Command {
     Produce(produce::ProduceArgs),
     /// Print records of a topic, one per line.
     Consume(consume::ConsumeArgs),
+    /// Benchmark any Kafka-protocol broker with librdkafka (run, compare, sweep).
+    Bench(crate::bench::BenchArgs),
 }
 
 /// Connection options shared by every client command.
@@ -83,6 +85,7 @@ pub fn main() -> ExitCode {
         Command::Txn(args) => txn::run(args),
         Command::Produce(args) => produce::run(args),
         Command::Consume(args) => consume::run(args),
+        Command::Bench(args) => crate::bench::main(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
