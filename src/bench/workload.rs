@@ -73,7 +73,7 @@ pub struct Workload {
     pub producer_config: BTreeMap<String, String>,
     /// Extra librdkafka consumer properties, passed through as they are.
     pub consumer_config: BTreeMap<String, String>,
-    /// Topic configs given to CreateTopics (e.g. `"flush.messages" = "1"`).
+    /// Topic configs given to CreateTopics (e.g. `"segment.bytes" = "104857600"`).
     pub topic_config: BTreeMap<String, String>,
 }
 
