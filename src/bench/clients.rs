@@ -98,9 +98,9 @@ impl Shared {
         out
     }
 
-    /// Empties every histogram (start of the test window).
-    pub fn reset_histograms(&self) {
-        for h in self.publish_hist.iter().chain(&self.e2e_hist) {
+    /// Empties histograms (start of a measured window).
+    pub fn reset(hists: &[Mutex<Histogram<u64>>]) {
+        for h in hists {
             h.lock().unwrap_or_else(|e| e.into_inner()).reset();
         }
     }

@@ -186,6 +186,8 @@ fn run_on_topics(
         // Write the backlog, stop the producers, then start the consumers.
         progress.phase(PHASE_BACKLOG);
         let target = (w.consumer_backlog_size_gb * 1e9) as u64;
+        // Publish figures of a catch-up run are those of writing the backlog.
+        Shared::reset(&shared.publish_hist);
         let build_start = Snapshot::take(&shared);
         let s = shared.clone();
         progress.wait(BACKLOG_BUILD_LIMIT, move |_| {
@@ -206,7 +208,10 @@ fn run_on_topics(
     }
 
     progress.phase(PHASE_TEST);
-    shared.reset_histograms();
+    if !catch_up {
+        Shared::reset(&shared.publish_hist);
+    }
+    Shared::reset(&shared.e2e_hist);
     let test_start = Snapshot::take(&shared);
     progress.timeline_from = Some(test_start.at);
     let s = shared.clone();

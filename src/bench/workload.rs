@@ -56,6 +56,7 @@ pub struct Workload {
     pub producer_rate: f64,
     /// Catch-up mode when > 0: producers write this much (GB, 10^9 bytes)
     /// before any consumer starts; the test then measures consumers reading it.
+    #[serde(rename = "consumerBacklogSizeGB")]
     pub consumer_backlog_size_gb: f64,
     pub warmup_duration_seconds: f64,
     pub test_duration_seconds: f64,
@@ -343,6 +344,33 @@ mod tests {
         assert!(w.apply_overrides(&["nope=1".into()]).is_err());
         assert!(w.apply_overrides(&["messageSize=2".into()]).is_err());
         assert!(w.apply_overrides(&["producerRate".into()]).is_err());
+    }
+
+    #[test]
+    fn shipped_workloads_parse() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("workloads");
+        let mut names = Vec::new();
+        for entry in std::fs::read_dir(&dir).expect("workloads/") {
+            let path = entry.expect("entry").path();
+            let w = Workload::load(&path).unwrap_or_else(|e| panic!("{}: {e:#}", path.display()));
+            names.push(w.name);
+        }
+        names.sort();
+        assert_eq!(
+            names,
+            [
+                "catch-up",
+                "fan-out",
+                "fixed-rate-latency-1k",
+                "max-throughput-1k",
+                "smoke"
+            ]
+        );
+        let cu = Workload::load(&dir.join("catch-up.toml")).expect("catch-up");
+        assert!(
+            cu.consumer_backlog_size_gb > 0.0,
+            "OMB's consumerBacklogSizeGB name"
+        );
     }
 
     #[test]
