@@ -143,8 +143,13 @@ pub fn compare_markdown(runs: &[RunResult]) -> String {
     for (name, values) in rows {
         let _ = write!(s, "| {name} ");
         let base = values.first().copied().unwrap_or(0.0);
+        let latency = name.ends_with("(ms)");
         for (i, &v) in values.iter().enumerate() {
-            let _ = write!(s, "| {}", rate(v));
+            if latency {
+                let _ = write!(s, "| {v:.3}");
+            } else {
+                let _ = write!(s, "| {}", rate(v));
+            }
             if i > 0 {
                 if base > 0.0 {
                     let _ = write!(s, " (x{:.2})", v / base);
@@ -206,7 +211,7 @@ mod tests {
             "{md}"
         );
         assert!(
-            md.contains("| publish latency p99 (ms) | 2.00 | 1.00 (x0.50) |"),
+            md.contains("| publish latency p99 (ms) | 2.000 | 1.000 (x0.50) |"),
             "{md}"
         );
         assert!(
