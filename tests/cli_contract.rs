@@ -124,3 +124,17 @@ fn unknown_command_fails() {
     let (ok, _) = sluice(&["no-such-command"]);
     assert!(!ok, "an unknown command must exit non-zero");
 }
+
+#[test]
+fn bench_subcommands_and_flags() {
+    assert_mentions(&["bench", "--help"], &["run", "compare", "sweep"]);
+    assert_mentions(
+        &["bench", "run", "--help"],
+        &["--bootstrap", "--out", "--set", "--label"],
+    );
+    assert_mentions(&["bench", "compare", "--help"], &["--plot"]);
+    assert_mentions(
+        &["bench", "sweep", "--help"],
+        &["--bootstrap", "--out", "--set", "--data-parent"],
+    );
+}
