@@ -147,6 +147,8 @@ pub fn compare_markdown(runs: &[RunResult]) -> String {
         for (i, &v) in values.iter().enumerate() {
             if latency {
                 let _ = write!(s, "| {v:.3}");
+            } else if name.ends_with("(msgs)") {
+                let _ = write!(s, "| {v:.0}");
             } else {
                 let _ = write!(s, "| {}", rate(v));
             }
