@@ -10,6 +10,8 @@
 //! - `txn`: transaction coordinator core (KIP-98): state machine, `__transaction_state` records, markers.
 //! - `storage`: partition logs: segments, indexes, batch validation, recovery, retention.
 //! - `cli`: the `sluice` command line (start, topic admin, produce, consume).
+//! - `bench`: `sluice bench`, the load generator (librdkafka); not used by the broker.
+pub mod bench;
 pub mod cli;
 pub mod cluster;
 pub mod config;

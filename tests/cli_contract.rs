@@ -136,3 +136,17 @@ fn log_verify_subcommand() {
     assert!(ok, "an empty dir is clean:\n{text}");
     assert!(text.contains("errors 0"), "{text}");
 }
+
+#[test]
+fn bench_subcommands_and_flags() {
+    assert_mentions(&["bench", "--help"], &["run", "compare", "sweep"]);
+    assert_mentions(
+        &["bench", "run", "--help"],
+        &["--bootstrap", "--out", "--set", "--label"],
+    );
+    assert_mentions(&["bench", "compare", "--help"], &["--plot"]);
+    assert_mentions(
+        &["bench", "sweep", "--help"],
+        &["--bootstrap", "--out", "--set", "--data-parent"],
+    );
+}

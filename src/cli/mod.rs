@@ -43,6 +43,8 @@ enum Command {
     Consume(consume::ConsumeArgs),
     /// Offline tools for a stopped broker's data dir (`log verify DIR`).
     Log(log::LogArgs),
+    /// Benchmark any Kafka-protocol broker with librdkafka (run, compare, sweep).
+    Bench(crate::bench::BenchArgs),
 }
 
 /// Connection options shared by every client command.
@@ -87,6 +89,7 @@ pub fn main() -> ExitCode {
         Command::Produce(args) => produce::run(args),
         Command::Consume(args) => consume::run(args),
         Command::Log(args) => log::run(args),
+        Command::Bench(args) => crate::bench::main(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -8,7 +8,7 @@ pub(crate) const TIME_ENTRY: usize = 12;
 
 /// Sparse offset index of one segment: (relative offset, file position), both increasing.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub(crate) struct OffsetIndex {
+pub struct OffsetIndex {
     pub entries: Vec<(u32, u32)>,
 }
 

@@ -53,6 +53,8 @@ pub use batch::{
 pub use compact::CompactionStats;
 pub use config::{CleanupPolicy, IoMode, LogConfig, TimestampType};
 pub use error::StorageError;
+/// Public for the criterion benchmarks (`benches/storage.rs`).
+pub use index::OffsetIndex;
 pub use log::{AppendResult, PartitionLog};
 pub use log_producers::ProducerSnapshot;
 pub use log_txn::batches_end_offset;

@@ -1,0 +1,198 @@
+//! The latency plot, hand-written SVG: latency (ms, linear) against
+//! percentile on HdrHistogram's log scale (x = log10(1 / (1 - p)), so 90%,
+//! 99%, 99.9% ... are equally spaced), one line per series.
+
+use std::fmt::Write;
+
+/// One line of the plot: (percentile 0..100, latency µs) points.
+#[derive(Debug, Clone)]
+pub struct Series {
+    pub name: String,
+    pub points: Vec<(f64, u64)>,
+}
+
+const WIDTH: f64 = 900.0;
+const HEIGHT: f64 = 520.0;
+const LEFT: f64 = 70.0;
+const RIGHT: f64 = 230.0;
+const TOP: f64 = 40.0;
+const BOTTOM: f64 = 50.0;
+/// Rightmost percentile shown: 1 - 10^-NINES.
+const NINES: f64 = 5.0;
+const COLOURS: [&str; 8] = [
+    "#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#17becf",
+];
+
+/// x position in 0..=NINES of a percentile.
+fn nines(pct: f64) -> f64 {
+    let rest = (1.0 - pct / 100.0).max(10f64.powf(-NINES));
+    (-rest.log10()).clamp(0.0, NINES)
+}
+
+/// A round upper bound for the y axis (1, 2 or 5 times a power of ten).
+fn nice_ceiling(v: f64) -> f64 {
+    if v <= 0.0 || !v.is_finite() {
+        return 1.0;
+    }
+    let p = 10f64.powf(v.log10().floor());
+    for m in [1.0, 2.0, 5.0, 10.0] {
+        if v <= m * p {
+            return m * p;
+        }
+    }
+    10.0 * p
+}
+
+fn escape(s: &str) -> String {
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
+}
+
+/// The whole SVG document.
+pub fn latency_svg(title: &str, series: &[Series]) -> String {
+    let plot_w = WIDTH - LEFT - RIGHT;
+    let plot_h = HEIGHT - TOP - BOTTOM;
+    let y_max_ms = nice_ceiling(
+        series
+            .iter()
+            .flat_map(|s| s.points.iter().map(|p| p.1 as f64 / 1000.0))
+            .fold(0.0, f64::max),
+    );
+    let x = |pct: f64| LEFT + nines(pct) / NINES * plot_w;
+    let y = |us: u64| TOP + plot_h - (us as f64 / 1000.0 / y_max_ms).min(1.0) * plot_h;
+
+    let mut s = String::new();
+    let _ = writeln!(
+        s,
+        r#"<svg xmlns="http://www.w3.org/2000/svg" width="{WIDTH}" height="{HEIGHT}" viewBox="0 0 {WIDTH} {HEIGHT}" font-family="sans-serif" font-size="12">"#
+    );
+    let _ = writeln!(s, r#"<rect width="100%" height="100%" fill="white"/>"#);
+    let _ = writeln!(
+        s,
+        r#"<text x="{}" y="22" text-anchor="middle" font-size="15">{}</text>"#,
+        LEFT + plot_w / 2.0,
+        escape(title)
+    );
+    // Grid and axis labels.
+    for k in 0..=NINES as usize {
+        let gx = LEFT + k as f64 / NINES * plot_w;
+        let label = match k {
+            0 => "0%".to_string(),
+            1 => "90%".to_string(),
+            _ => format!("99.{}%", "9".repeat(k - 2)).replace("99.%", "99%"),
+        };
+        let _ = writeln!(
+            s,
+            r##"<line x1="{gx:.1}" y1="{TOP}" x2="{gx:.1}" y2="{:.1}" stroke="#ddd"/><text x="{gx:.1}" y="{:.1}" text-anchor="middle">{label}</text>"##,
+            TOP + plot_h,
+            TOP + plot_h + 18.0
+        );
+    }
+    for k in 0..=5 {
+        let v = y_max_ms * k as f64 / 5.0;
+        let gy = TOP + plot_h - k as f64 / 5.0 * plot_h;
+        let _ = writeln!(
+            s,
+            r##"<line x1="{LEFT}" y1="{gy:.1}" x2="{:.1}" y2="{gy:.1}" stroke="#ddd"/><text x="{:.1}" y="{:.1}" text-anchor="end">{}</text>"##,
+            LEFT + plot_w,
+            LEFT - 6.0,
+            gy + 4.0,
+            trim_float(v)
+        );
+    }
+    let _ = writeln!(
+        s,
+        r##"<rect x="{LEFT}" y="{TOP}" width="{plot_w}" height="{plot_h}" fill="none" stroke="#333"/>"##
+    );
+    let _ = writeln!(
+        s,
+        r#"<text x="{:.1}" y="{:.1}" text-anchor="middle">percentile</text>"#,
+        LEFT + plot_w / 2.0,
+        HEIGHT - 10.0
+    );
+    let _ = writeln!(
+        s,
+        r#"<text x="16" y="{:.1}" text-anchor="middle" transform="rotate(-90 16 {:.1})">latency (ms)</text>"#,
+        TOP + plot_h / 2.0,
+        TOP + plot_h / 2.0
+    );
+    // Lines and legend.
+    for (i, ser) in series.iter().enumerate() {
+        let colour = COLOURS[i % COLOURS.len()];
+        if !ser.points.is_empty() {
+            let pts: Vec<String> = ser
+                .points
+                .iter()
+                .map(|&(p, us)| format!("{:.1},{:.1}", x(p), y(us)))
+                .collect();
+            let _ = writeln!(
+                s,
+                r#"<polyline fill="none" stroke="{colour}" stroke-width="2" points="{}"/>"#,
+                pts.join(" ")
+            );
+        }
+        let ly = TOP + 10.0 + i as f64 * 20.0;
+        let lx = LEFT + plot_w + 15.0;
+        let _ = writeln!(
+            s,
+            r#"<line x1="{lx:.1}" y1="{ly:.1}" x2="{:.1}" y2="{ly:.1}" stroke="{colour}" stroke-width="3"/><text x="{:.1}" y="{:.1}">{}</text>"#,
+            lx + 20.0,
+            lx + 26.0,
+            ly + 4.0,
+            escape(&ser.name)
+        );
+    }
+    s.push_str("</svg>\n");
+    s
+}
+
+fn trim_float(v: f64) -> String {
+    let t = format!("{v:.3}");
+    t.trim_end_matches('0').trim_end_matches('.').to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn percentiles_map_to_equal_steps() {
+        assert_eq!(nines(0.0), 0.0);
+        assert!((nines(90.0) - 1.0).abs() < 1e-9);
+        assert!((nines(99.9) - 3.0).abs() < 1e-9);
+        assert_eq!(nines(100.0), NINES, "100% is clamped to the right edge");
+    }
+
+    #[test]
+    fn nice_ceiling_rounds_up() {
+        assert_eq!(nice_ceiling(0.0), 1.0);
+        assert_eq!(nice_ceiling(3.2), 5.0);
+        assert_eq!(nice_ceiling(12.0), 20.0);
+        assert_eq!(nice_ceiling(0.07), 0.1);
+    }
+
+    #[test]
+    fn svg_has_one_polyline_per_series_and_escapes_names() {
+        let svg = latency_svg(
+            "t <1>",
+            &[
+                Series {
+                    name: "publish & co".into(),
+                    points: vec![(0.0, 100), (99.0, 2000)],
+                },
+                Series {
+                    name: "e2e".into(),
+                    points: vec![(50.0, 300)],
+                },
+            ],
+        );
+        assert!(svg.starts_with("<svg xmlns=\"http://www.w3.org/2000/svg\""));
+        assert!(svg.trim_end().ends_with("</svg>"));
+        assert_eq!(svg.matches("<polyline").count(), 2);
+        assert!(svg.contains("publish &amp; co"));
+        assert!(svg.contains("t &lt;1&gt;"));
+        assert!(svg.contains(">99.9%<") && svg.contains(">99%<") && svg.contains(">90%<"));
+    }
+}
