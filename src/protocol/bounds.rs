@@ -189,14 +189,14 @@ struct Refusal {
 }
 
 impl Refusal {
-    fn at(self, step: Step) -> Refusal {
-        let mut r = self;
-        r.path_rev.push(step);
-        r
+    fn at(mut self: Box<Self>, step: Step) -> Box<Refusal> {
+        self.path_rev.push(step);
+        self
     }
 }
 
-type Walk<T> = Result<T, Refusal>;
+/// Boxed: an accepted walk returns a pointer-sized Result at every step.
+type Walk<T> = Result<T, Box<Refusal>>;
 
 struct Cursor<'a> {
     buf: &'a [u8],
@@ -211,14 +211,16 @@ impl Cursor<'_> {
         self.buf.len() - self.pos
     }
 
+    #[cold]
     fn refuse<T>(&self, problem: Problem, offset: usize) -> Walk<T> {
-        Err(Refusal {
+        Err(Box::new(Refusal {
             path_rev: Vec::new(),
             problem,
             offset,
-        })
+        }))
     }
 
+    #[inline]
     fn take(&mut self, n: u64, offset: usize) -> Walk<&[u8]> {
         if n > self.remaining() as u64 {
             return self.refuse(
@@ -234,6 +236,7 @@ impl Cursor<'_> {
         Ok(&self.buf[start..self.pos])
     }
 
+    #[inline]
     fn fixed<const N: usize>(&mut self) -> Walk<[u8; N]> {
         let at = self.pos;
         let b = self.take(N as u64, at)?;
@@ -243,6 +246,7 @@ impl Cursor<'_> {
     }
 
     /// The crate's unsigned varint: at most 5 bytes, high bits dropped.
+    #[inline]
     fn uvarint(&mut self) -> Walk<u32> {
         let mut value = 0u32;
         for i in 0..5 {
@@ -298,14 +302,18 @@ pub fn check_struct(
     match walk_struct(schema, version, &mut c) {
         Ok(()) => Ok(c.pos),
         Err(r) => {
-            let mut path = r.path_rev;
+            let Refusal {
+                path_rev: mut path,
+                problem,
+                offset,
+            } = *r;
             path.reverse();
             Err(BoundsError {
                 root: schema.name,
                 version,
                 path,
-                problem: r.problem,
-                offset: r.offset,
+                problem,
+                offset,
             })
         }
     }
