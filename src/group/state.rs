@@ -998,6 +998,13 @@ impl Group {
             let version = i16::from_be_bytes([b[0], b[1]]);
             let _ = bytes::Buf::get_i16(&mut b);
             let v = version.clamp(0, 3);
+            // Client bytes: counts are checked before the crate allocates.
+            let schema = &crate::protocol::schema_gen::CONSUMER_PROTOCOL_SUBSCRIPTION;
+            if let Err(e) = crate::protocol::bounds::check_struct(schema, v, &b) {
+                tracing::warn!(group = %self.id, member = %m.id,
+                    "unreadable consumer protocol subscription: {e}");
+                return None;
+            }
             let sub = ConsumerProtocolSubscription::decode(&mut b, v).ok()?;
             out.extend(sub.topics.iter().map(|t| t.to_string()));
         }

@@ -2,8 +2,13 @@
 //! request header decoding, response encoding, and the ApiVersions table.
 //!
 //! A frame is an i32 length followed by that many bytes. The length is checked
-//! against `socket.request.max.bytes` before anything is allocated for it.
+//! against `socket.request.max.bytes` before anything is allocated for it, and
+//! every length and count inside the header and body against the bytes the
+//! frame holds (`bounds`), before the crate decodes them.
 
+pub mod bounds;
+#[rustfmt::skip]
+pub mod schema_gen;
 pub mod versions;
 pub mod wire;
 
@@ -88,6 +93,14 @@ pub fn decode_request(mut frame: Bytes) -> Result<Request, FrameError> {
         });
     }
     let header_version = api_key.request_header_version(version);
+    // The header holds no arrays (the crate checks its string and tagged
+    // lengths itself); walked anyway so that a crate change cannot slip by.
+    bounds::check_struct(&schema_gen::REQUEST_HEADER, header_version, &frame).map_err(|e| {
+        FrameError::Malformed {
+            what: "request header",
+            detail: e.to_string(),
+        }
+    })?;
     let header =
         RequestHeader::decode(&mut frame, header_version).map_err(|e| FrameError::Malformed {
             what: "request header",
@@ -101,8 +114,21 @@ pub fn decode_request(mut frame: Bytes) -> Result<Request, FrameError> {
     })
 }
 
-/// Decodes a request body, refusing trailing bytes.
-pub fn decode_body<T: Decodable>(req: &Request) -> Result<T, FrameError> {
+/// Decodes a request body after checking its lengths and counts against its
+/// bytes (`bounds::check`), so that no count read from the wire makes the
+/// crate allocate more than the body can hold. This is the only place the
+/// broker decodes a request body (a unit test holds it to that).
+pub fn decode_body<T: kafka_protocol::protocol::Request>(req: &Request) -> Result<T, FrameError> {
+    if T::KEY != req.api_key as i16 {
+        return Err(FrameError::Malformed {
+            what: "request body",
+            detail: format!("{:?} decoded as API key {}", req.api_key, T::KEY),
+        });
+    }
+    bounds::check(req.api_key, req.version, &req.body).map_err(|e| FrameError::Malformed {
+        what: "request body",
+        detail: e.to_string(),
+    })?;
     let mut body = req.body.clone();
     let msg = T::decode(&mut body, req.version).map_err(|e| FrameError::Malformed {
         what: "request body",
@@ -192,6 +218,114 @@ mod tests {
             decode_request(raw.freeze()),
             Err(FrameError::UnknownApiKey(_))
         ));
+    }
+
+    #[test]
+    fn decode_body_refuses_a_count_the_body_cannot_hold() {
+        // The 14-byte frame that aborted the broker: Metadata v0, topic count
+        // 0x7fffffff.
+        let mut raw = BytesMut::new();
+        raw.put_i16(3);
+        raw.put_i16(0);
+        raw.put_i32(1);
+        raw.put_i16(-1);
+        raw.put_i32(0x7fff_ffff);
+        let req = decode_request(raw.freeze()).unwrap();
+        match decode_body::<MetadataRequest>(&req) {
+            Err(FrameError::Malformed { what, detail }) => {
+                assert_eq!(what, "request body");
+                assert!(detail.contains("MetadataRequest v0.topics"), "{detail}");
+                assert!(detail.contains("2147483647 elements"), "{detail}");
+            }
+            other => panic!("{other:?}"),
+        }
+        // A body decoded as the wrong request type is refused too.
+        let req = decode_request(frame(ApiKey::Metadata, 4)).unwrap();
+        assert!(decode_body::<kafka_protocol::messages::FetchRequest>(&req).is_err());
+    }
+
+    /// Every decode of client bytes with the crate goes through a bounds
+    /// check: request bodies only in `decode_body`, the header in
+    /// `decode_request`, consumer subscriptions in group/state.rs. A new
+    /// `::decode(` elsewhere in the broker fails this test until it is
+    /// checked (or listed here with the reason it needs none).
+    #[test]
+    fn every_crate_decode_of_client_bytes_is_bounds_checked() {
+        // Decoders that are not the crate's message decoders, or that read
+        // bytes no client sent (the broker's own log and files; the CLI
+        // reading a broker's responses).
+        const NOT_CLIENT_BYTES: &[&str] = &[
+            "records::decode(",
+            "OffsetIndex::decode(",
+            "TimeIndex::decode(",
+            "txn_index::decode(",
+            "Self::decode(",
+            "CleanerCheckpoint::decode(",
+            "RecordBatchDecoder::decode(",
+            "producer_snapshot::decode(",
+        ];
+        // (file, decode call, the check that must precede it in that file).
+        const CHECKED: &[(&str, &str, &str)] = &[
+            (
+                "src/protocol/mod.rs",
+                "RequestHeader::decode(",
+                "bounds::check_struct(&schema_gen::REQUEST_HEADER",
+            ),
+            (
+                "src/protocol/mod.rs",
+                "T::decode(",
+                "bounds::check(req.api_key",
+            ),
+            (
+                "src/group/state.rs",
+                "ConsumerProtocolSubscription::decode(",
+                "bounds::check_struct(schema",
+            ),
+        ];
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+        let mut stack = vec![root.clone()];
+        let mut seen = 0;
+        while let Some(dir) = stack.pop() {
+            for entry in std::fs::read_dir(&dir).unwrap() {
+                let path = entry.unwrap().path();
+                if path.is_dir() {
+                    stack.push(path);
+                    continue;
+                }
+                let rel = path.strip_prefix(root.parent().unwrap()).unwrap();
+                let rel = rel.to_string_lossy().replace('\\', "/");
+                if !rel.ends_with(".rs")
+                    || rel.starts_with("src/cli/")
+                    || rel.ends_with("_tests.rs")
+                {
+                    continue;
+                }
+                let text = std::fs::read_to_string(&path).unwrap();
+                let text = text.split("\n#[cfg(test)]").next().unwrap_or_default();
+                for (i, _) in text.match_indices("::decode(") {
+                    let start = text[..i]
+                        .rfind(|c: char| !(c.is_alphanumeric() || c == '_'))
+                        .map_or(0, |p| p + 1);
+                    let call = &text[start..i + "::decode(".len()];
+                    if NOT_CLIENT_BYTES.contains(&call) {
+                        continue;
+                    }
+                    let Some((_, _, guard)) =
+                        CHECKED.iter().find(|(f, c, _)| *f == rel && *c == call)
+                    else {
+                        panic!(
+                            "{rel}: `{call}` decodes with no bounds check (see protocol::bounds)"
+                        );
+                    };
+                    let g = text
+                        .find(guard)
+                        .unwrap_or_else(|| panic!("{rel}: `{guard}` missing"));
+                    assert!(g < i, "{rel}: `{guard}` must come before `{call}`");
+                    seen += 1;
+                }
+            }
+        }
+        assert_eq!(seen, CHECKED.len());
     }
 
     #[test]
