@@ -298,3 +298,24 @@ def test_peer_that_does_not_read_responses_is_closed(timeout_broker):
     peer_log(b.log_path, local, r"response not read", within=20)
     s.close()
     assert served(b.port, 3)
+
+
+def test_many_idle_connections_are_held_then_closed(broker_factory):
+    """Hundreds of idle connections (each served once, then silent) neither
+    stop real clients nor stick: the idle limit closes every one, and the
+    broker then serves new connections as before."""
+    n = 400
+    b = broker_factory({"connections.max.idle.ms": "6000"})
+    socks = open_served(b.port, n)
+    try:
+        real_client_works(b.bootstrap)
+        deadline = time.monotonic() + 30
+        for s in socks:
+            left = max(0.1, deadline - time.monotonic())
+            assert closed_by_peer(s, left), "an idle connection stayed open"
+    finally:
+        for s in socks:
+            s.close()
+    assert eventually(lambda: served(b.port, 7))
+    real_client_works(b.bootstrap)
+    assert b.alive()
