@@ -10,9 +10,12 @@
 //! - `txn`: transaction coordinator core (KIP-98): state machine, `__transaction_state` records, markers.
 //! - `storage`: partition logs: segments, indexes, batch validation, recovery, retention.
 //! - `cli`: the `sluice` command line (start, topic admin, produce, consume).
+//! - `fuzzing` (only under `cargo fuzz` and in tests): the entry points of the `fuzz/` targets.
 pub mod cli;
 pub mod cluster;
 pub mod config;
+#[cfg(any(fuzzing, test))]
+pub mod fuzzing;
 pub mod group;
 pub mod protocol;
 pub mod runtime;

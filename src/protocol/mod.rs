@@ -4,6 +4,7 @@
 //! A frame is an i32 length followed by that many bytes. The length is checked
 //! against `socket.request.max.bytes` before anything is allocated for it.
 
+pub mod any;
 pub mod versions;
 pub mod wire;
 

@@ -21,6 +21,8 @@ mod compression;
 mod config;
 mod error;
 mod file;
+#[cfg(any(fuzzing, test))]
+pub mod fuzzing;
 mod index;
 mod log;
 mod log_maint;
