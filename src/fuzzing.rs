@@ -56,16 +56,19 @@ fn one_frame(frame: Bytes) -> bool {
     assert_eq!((req.api_key as i16, req.version), (key, version));
     let (min, max) = supported_range(req.api_key).expect("only implemented APIs decode");
     assert!((min..=max).contains(&version));
-    assert_eq!(
-        round_trip(&req.header, req.api_key.request_header_version(version)),
-        req.header
-    );
+    let header_version = req.api_key.request_header_version(version);
+    if let Some(header) = round_trip(&req.header, header_version) {
+        assert_eq!(header, req.header);
+    }
     visit_body(&req, BodyRoundTrip).expect("every implemented API has a body type")
 }
 
 /// Encodes `value` at `version` and decodes it again; panics if either fails or the encoded
-/// size is not the computed one.
-fn round_trip<T: Decodable + Encodable>(value: &T, version: i16) -> T {
+/// size is not the computed one. None for a value the codec cannot re-encode faithfully by a
+/// known limitation that the broker never meets (it decodes requests, never re-encodes them):
+/// kafka-protocol 0.18 keeps an unknown tagged field whose tag exceeds i32::MAX under a
+/// negative key, counts it, but does not write it.
+fn round_trip<T: Decodable + Encodable + Debug>(value: &T, version: i16) -> Option<T> {
     let mut buf = BytesMut::new();
     value
         .encode(&mut buf, version)
@@ -73,11 +76,22 @@ fn round_trip<T: Decodable + Encodable>(value: &T, version: i16) -> T {
     let size = value
         .compute_size(version)
         .expect("size of a decoded value");
+    if size != buf.len() && has_negative_tag(value) {
+        return None;
+    }
     assert_eq!(size, buf.len(), "computed size matches the encoding");
     let mut bytes = buf.freeze();
     let again = T::decode(&mut bytes, version).expect("an encoded value decodes");
     assert!(bytes.is_empty(), "decode consumes the whole encoding");
-    again
+    Some(again)
+}
+
+/// Whether a decoded message holds an unknown tagged field with a negative tag (see
+/// `round_trip`); only asked once sizes disagree.
+fn has_negative_tag<T: Debug>(value: &T) -> bool {
+    let text = format!("{value:?}");
+    text.match_indices("unknown_tagged_fields: {")
+        .any(|(at, m)| text[at + m.len()..].starts_with('-'))
 }
 
 /// Decodes a body through `decode_body` and checks that it survives a round trip.
@@ -92,14 +106,16 @@ impl BodyVisitor for BodyRoundTrip {
         let Ok(body) = decode_body::<T>(req) else {
             return false;
         };
-        assert_eq!(round_trip(&body, req.version), body);
+        if let Some(again) = round_trip(&body, req.version) {
+            assert_eq!(again, body);
+        }
         true
     }
 }
 
 /// One record of an internal topic. Input: a selector byte (bit 0: `__transaction_state`
-/// instead of `__consumer_offsets`; bit 1: a tombstone, no value), a key length byte, the key,
-/// then the value. A decoded record must re-encode (in the version we write) to one that
+/// instead of `__consumer_offsets`; bit 1: a tombstone, no value; bit 2: instead, the control
+/// record of a transaction marker), a key length byte, the key, then the value. A decoded record must re-encode (in the version we write) to one that
 /// decodes to the same thing. True if the record decoded.
 pub fn internal_records(data: &[u8]) -> bool {
     let [selector, key_len, rest @ ..] = data else {
@@ -108,11 +124,40 @@ pub fn internal_records(data: &[u8]) -> bool {
     let split = usize::from(*key_len).min(rest.len());
     let key = Bytes::copy_from_slice(&rest[..split]);
     let value = (selector & 2 == 0).then(|| Bytes::copy_from_slice(&rest[split..]));
-    if selector & 1 == 0 {
+    if selector & 4 != 0 {
+        transaction_marker(&key, value.as_deref().unwrap_or_default())
+    } else if selector & 1 == 0 {
         offsets_record(key, value)
     } else {
         txn_record(key, value)
     }
+}
+
+/// A transaction marker's control record as the log and the group coordinator read it; one
+/// that parses, written again as a marker batch, is a valid control batch no client may send.
+fn transaction_marker(key: &[u8], value: &[u8]) -> bool {
+    use crate::txn::markers::{control_batch, parse_control_key, parse_marker_value};
+    use crate::txn::markers::{ControlType, Marker, ATTR_CONTROL, ATTR_TRANSACTIONAL};
+    let (Some(kind), Some(coordinator_epoch)) = (parse_control_key(key), parse_marker_value(value))
+    else {
+        return false;
+    };
+    if let ControlType::Other(_) = kind {
+        return true;
+    }
+    let marker = Marker {
+        commit: kind == ControlType::Commit,
+        producer_id: 7,
+        producer_epoch: 1,
+        coordinator_epoch,
+        timestamp_ms: 0,
+    };
+    let batch = control_batch(&marker);
+    let infos = crate::storage::validate_batches(&batch, usize::MAX).expect("a marker validates");
+    assert_eq!(infos.len(), 1);
+    assert_eq!(infos[0].attributes, ATTR_TRANSACTIONAL | ATTR_CONTROL);
+    assert!(crate::storage::client_batch_refusal(&batch).is_some());
+    true
 }
 
 fn offsets_record(key: Bytes, value: Option<Bytes>) -> bool {
@@ -277,6 +322,13 @@ mod tests {
         let mut tombstone = vec![3u8, txn_key.len() as u8];
         tombstone.extend_from_slice(&txn_key);
         assert!(internal_records(&tombstone));
+        // A COMMIT marker's control record: key (version 0, type 1), value (version 0, epoch 3).
+        let marker = [4u8, 4, 0, 0, 0, 1, 0, 0, 0, 0, 0, 3];
+        assert!(internal_records(&marker));
+        assert!(
+            !internal_records(&marker[..marker.len() - 1]),
+            "a short value is refused"
+        );
 
         // A frame stream: a valid Metadata request, then the start of a second frame.
         let mut header = RequestHeader::default();

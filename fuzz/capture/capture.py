@@ -8,8 +8,9 @@ broker, and writes under fuzz/corpus/:
 
   request/           request frames as sent (with their length prefix)
   record_batch/      the record sets of the captured Produce requests
-  internal_records/  the __consumer_offsets and __transaction_state records the
-                     broker wrote (selector byte, key length byte, key, value)
+  internal_records/  the __consumer_offsets and __transaction_state records and
+                     the transaction markers the broker wrote (selector byte,
+                     key length byte, key, value)
   storage_files/     index, time index, producer snapshot, .txnindex and
                      metadata files from the data dir (selector byte, file)
 
@@ -308,6 +309,17 @@ def data_dir_seeds(data: Path) -> tuple[dict[str, bytes], dict[str, bytes]]:
                 if len(key) < 256 and seed not in internal[kind] \
                         and len(internal[kind]) < INTERNAL_PER_KIND:
                     internal[kind].append(seed)
+    # Transaction markers: the control records in the user topics' segments.
+    for log in sorted(data.glob("*/*.log")):
+        if log.parent.name.startswith("__"):
+            continue
+        for key, value in internal_records(log.read_bytes(), control=True):
+            if key is None or value is None:
+                continue
+            seed = bytes([4, len(key)]) + key + value
+            if seed not in internal[("marker", b"", 0)] \
+                    and len(internal[("marker", b"", 0)]) < INTERNAL_PER_KIND:
+                internal[("marker", b"", 0)].append(seed)
     files: dict[int, list[bytes]] = defaultdict(list)
     kinds = {".index": 0, ".timeindex": 1, ".snapshot": 2, ".txnindex": 3}
     for f in sorted(data.rglob("*")):
@@ -329,8 +341,8 @@ def data_dir_seeds(data: Path) -> tuple[dict[str, bytes], dict[str, bytes]]:
             files[kind].append(b)
     names = {0: "index", 1: "timeindex", 2: "snapshot", 3: "txnindex", 4: "cleaner-checkpoint",
              5: "cleaner-swap", 255: "metadata"}
-    internal_out = {f"{'offsets' if t == '__consumer_offsets' else 'txn'}-"
-                    f"{'tombstone' if tomb else 'record'}-{digest(s)}": s
+    prefix = {"__consumer_offsets": "offsets", "__transaction_state": "txn", "marker": "marker"}
+    internal_out = {f"{prefix[t]}-{'tombstone' if tomb else 'record'}-{digest(s)}": s
                     for (t, _v, tomb), seeds in internal.items() for s in seeds}
     files_out = {f"{names[k]}-{digest(b)}": bytes([k]) + b for k, bs in files.items() for b in bs}
     # The cleaner's swap manifest exists only while a pass is being committed, so no run

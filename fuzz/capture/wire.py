@@ -107,9 +107,10 @@ BATCH_HEADER = 61
 ATTR_CONTROL = 0x20
 
 
-def internal_records(log: bytes) -> list[tuple[bytes | None, bytes | None]]:
-    """(key, value) of every record of the uncompressed, non-control batches of
-    a segment file; stops at the first batch that does not fit."""
+def internal_records(log: bytes, control: bool = False) -> list[tuple[bytes | None, bytes | None]]:
+    """(key, value) of every record of the uncompressed data batches (with
+    `control`: control batches) of a segment file; stops at the first batch
+    that does not fit."""
     out = []
     pos = 0
     while pos + BATCH_HEADER <= len(log):
@@ -121,7 +122,7 @@ def internal_records(log: bytes) -> list[tuple[bytes | None, bytes | None]]:
         (attrs,) = struct.unpack(">h", batch[21:23])
         (count,) = struct.unpack(">i", batch[57:61])
         pos += size
-        if attrs & 7 or attrs & ATTR_CONTROL:
+        if attrs & 7 or bool(attrs & ATTR_CONTROL) != control:
             continue
         r = Reader(batch[BATCH_HEADER:])
         try:

@@ -9,7 +9,9 @@ use super::batch::{
     HEADER_LEN, OFF_CRC,
 };
 use super::compact_files::{decode_manifest, encode_manifest, CleanerCheckpoint, MAX_PASSES};
+use super::compact_rewrite::{parse_records, rebuild_batch, records_section, require_keys};
 use super::compression::{compress_records, decompress_records};
+use super::error::StorageError;
 use super::index::{OffsetIndex, TimeIndex};
 use super::{producer_snapshot, txn_index, LogConfig};
 
@@ -60,6 +62,7 @@ fn check_record_set(set: &[u8]) -> bool {
         })
         .expect("an accepted batch walks again");
         assert_eq!(walked, info.records_count);
+        check_cleaner_view(batch, &h);
         if h.compression() != 0 {
             let codec = h.compression();
             let plain = decompress_records(codec, &batch[HEADER_LEN..]).expect("decompresses");
@@ -70,7 +73,53 @@ fn check_record_set(set: &[u8]) -> bool {
         }
         pos += info.size;
     }
+    // A compacted topic's produce check: an accepted set is keyed or keyless, never malformed.
+    match require_keys(set, &infos) {
+        Ok(()) | Err(StorageError::KeylessRecordOnCompactedTopic) => {}
+        Err(e) => panic!("require_keys refused an accepted record set: {e}"),
+    }
     true
+}
+
+/// The log cleaner's view of an accepted batch: its records parse, and a batch rebuilt from
+/// every record, or from every other one, is whole (length, CRC) and keeps their offsets.
+fn check_cleaner_view(batch: &[u8], h: &BatchHeader) {
+    let plain = records_section(batch, h).expect("an accepted batch has a records section");
+    if plain.len() > RECOMPRESS_CHECKED_BYTES {
+        return;
+    }
+    let records = parse_records(&plain, h.records_count).expect("an accepted batch parses");
+    assert_eq!(records.len() as i64, i64::from(h.records_count));
+    let mut deltas = Vec::with_capacity(records.len());
+    for_each_record(batch, |r| {
+        deltas.push((r.offset_delta, r.timestamp_delta));
+        true
+    })
+    .expect("walks");
+    let parsed: Vec<(i32, i64)> = records
+        .iter()
+        .map(|r| (r.offset_delta, r.timestamp_delta))
+        .collect();
+    assert_eq!(
+        parsed, deltas,
+        "the cleaner and the validator read the same records"
+    );
+    let every_other: Vec<_> = records.iter().copied().step_by(2).collect();
+    for kept in [&records[..], &every_other[..]] {
+        let rebuilt = rebuild_batch(batch, h, kept).expect("rebuilds");
+        let rh = BatchHeader::parse(&rebuilt).expect("rebuilt header");
+        assert_eq!(rh.total_size(), Some(rebuilt.len()));
+        assert_eq!(batch_crc(&rebuilt), rh.crc);
+        assert_eq!(rh.records_count as usize, kept.len());
+        let mut offsets = Vec::with_capacity(kept.len());
+        for_each_record(&rebuilt, |r| {
+            offsets.push(r.offset_delta);
+            true
+        })
+        .expect("a rebuilt batch walks");
+        let want: Vec<i32> = kept.iter().map(|r| r.offset_delta).collect();
+        assert_eq!(offsets, want);
+    }
 }
 
 /// Recomputes the CRC of every whole batch that the length fields frame; true if any changed.
