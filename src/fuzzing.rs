@@ -274,7 +274,8 @@ mod tests {
     /// codec ask for an enormous allocation aborts the process instead of failing one test.
     #[test]
     fn corpus_and_regressions_replay() {
-        let targets: [(&str, fn(&[u8]) -> bool, bool); 4] = [
+        type Target = fn(&[u8]) -> bool;
+        let targets: [(&str, Target, bool); 4] = [
             ("request", request, false),
             ("record_batch", record_batch, true),
             ("internal_records", internal_records, true),
