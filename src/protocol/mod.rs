@@ -4,9 +4,11 @@
 //! A frame is an i32 length followed by that many bytes. The length is checked
 //! against `socket.request.max.bytes` before anything is allocated for it.
 
-pub mod any;
 pub mod versions;
 pub mod wire;
+
+/// Request body types by API key, for decoding without a handler (fuzz targets).
+pub mod any;
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use kafka_protocol::messages::{ApiKey, RequestHeader, ResponseHeader};
