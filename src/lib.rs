@@ -8,9 +8,9 @@
 //! - `cluster`: the metadata image (topics, partitions, owners) and its single writer.
 //! - `group`: consumer group coordinator (classic protocol) and committed offsets.
 //! - `txn`: transaction coordinator core (KIP-98): state machine, `__transaction_state` records, markers.
+//! - `fuzzing` (only under `cargo fuzz` and in tests): the entry points of the `fuzz/` targets.
 //! - `storage`: partition logs: segments, indexes, batch validation, recovery, retention.
 //! - `cli`: the `sluice` command line (start, topic admin, produce, consume).
-//! - `fuzzing` (only under `cargo fuzz` and in tests): the entry points of the `fuzz/` targets.
 pub mod cli;
 pub mod cluster;
 pub mod config;
