@@ -101,7 +101,7 @@ impl BodyVisitor for BodyRoundTrip {
     type Output = bool;
     fn visit<T>(self, req: &Request) -> bool
     where
-        T: Decodable + Encodable + PartialEq + Debug,
+        T: kafka_protocol::protocol::Request + PartialEq + Debug,
     {
         let Ok(body) = decode_body::<T>(req) else {
             return false;

@@ -9,7 +9,6 @@
 use std::fmt::Debug;
 
 use kafka_protocol::messages::*;
-use kafka_protocol::protocol::{Decodable, Encodable};
 
 use super::{decode_body, FrameError, Request};
 
@@ -18,7 +17,7 @@ pub trait BodyVisitor {
     type Output;
     fn visit<T>(self, req: &Request) -> Self::Output
     where
-        T: Decodable + Encodable + PartialEq + Debug;
+        T: kafka_protocol::protocol::Request + PartialEq + Debug;
 }
 
 /// Calls `v.visit::<T>` with `T` the request type of `req.api_key`; None for
@@ -68,7 +67,7 @@ pub fn decode_any_body(req: &Request) -> Result<(), FrameError> {
         type Output = Result<(), FrameError>;
         fn visit<T>(self, req: &Request) -> Self::Output
         where
-            T: Decodable + Encodable + PartialEq + Debug,
+            T: kafka_protocol::protocol::Request + PartialEq + Debug,
         {
             decode_body::<T>(req).map(drop)
         }
@@ -87,6 +86,7 @@ mod tests {
 
     use super::*;
     use crate::protocol::API_VERSIONS;
+    use kafka_protocol::protocol::Encodable;
 
     fn request(api_key: ApiKey, version: i16, body: Bytes) -> Request {
         Request {
@@ -103,7 +103,7 @@ mod tests {
         type Output = &'static str;
         fn visit<T>(self, _: &Request) -> &'static str
         where
-            T: Decodable + Encodable + PartialEq + Debug,
+            T: kafka_protocol::protocol::Request + PartialEq + Debug,
         {
             std::any::type_name::<T>()
         }
