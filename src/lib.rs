@@ -8,6 +8,7 @@
 //! - `cluster`: the metadata image (topics, partitions, owners) and its single writer.
 //! - `group`: consumer group coordinator (classic protocol) and committed offsets.
 //! - `txn`: transaction coordinator core (KIP-98): state machine, `__transaction_state` records, markers.
+//! - `fuzzing` (only under `cargo fuzz` and in tests): the entry points of the `fuzz/` targets.
 //! - `storage`: partition logs: segments, indexes, batch validation, recovery, retention.
 //! - `cli`: the `sluice` command line (start, topic admin, produce, consume).
 //! - `bench`: `sluice bench`, the load generator (librdkafka); not used by the broker.
@@ -15,6 +16,8 @@ pub mod bench;
 pub mod cli;
 pub mod cluster;
 pub mod config;
+#[cfg(any(fuzzing, test))]
+pub mod fuzzing;
 pub mod group;
 pub mod protocol;
 pub mod runtime;

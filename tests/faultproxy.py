@@ -106,6 +106,10 @@ class AckDroppingProxy:
             threading.Thread(target=self._responses, args=(client, upstream, api_of),
                              daemon=True).start()
 
+    def _on_request(self, frame: bytes) -> None:
+        """Sees each request frame (length prefix included) before it is forwarded;
+        for subclasses (fuzz/capture/recording_proxy.py keeps them)."""
+
     def _requests(self, client, upstream, api_of) -> None:
         while True:
             frame = _read_frame(client)
@@ -113,6 +117,7 @@ class AckDroppingProxy:
                 break
             api_key, _ver, corr = struct.unpack(">hhi", frame[4:12])
             api_of[corr] = api_key
+            self._on_request(frame)
             try:
                 upstream.sendall(frame)
             except OSError:

@@ -12,6 +12,9 @@ pub mod schema_gen;
 pub mod versions;
 pub mod wire;
 
+/// Request body types by API key, for decoding without a handler (fuzz targets).
+pub mod any;
+
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use kafka_protocol::messages::{ApiKey, RequestHeader, ResponseHeader};
 use kafka_protocol::protocol::{Decodable, Encodable, HeaderVersion};

@@ -100,7 +100,7 @@ impl CleanerCheckpoint {
         }
     }
 
-    fn encode(&self) -> Vec<u8> {
+    pub(crate) fn encode(&self) -> Vec<u8> {
         let mut s = format!(
             "version 1\nfirst-dirty {}\ntombstone-expiry {}\n",
             self.first_dirty, self.tombstone_expiry_ms
@@ -169,7 +169,7 @@ pub(crate) fn encode_manifest(groups: &[SwapGroup]) -> Vec<u8> {
     s.into_bytes()
 }
 
-fn decode_manifest(b: &[u8]) -> Option<Vec<SwapGroup>> {
+pub(crate) fn decode_manifest(b: &[u8]) -> Option<Vec<SwapGroup>> {
     let text = std::str::from_utf8(b).ok()?;
     let mut lines = text.lines();
     if lines.next()? != "version 1" {

@@ -23,6 +23,8 @@ mod compression;
 mod config;
 mod error;
 mod file;
+#[cfg(any(fuzzing, test))]
+pub mod fuzzing;
 mod index;
 mod log;
 pub mod log_dirs;

@@ -1,0 +1,9 @@
+//! Fuzz target `internal_records`: see `sluice::fuzzing::internal_records` for the input format and the invariants.
+#![no_main]
+
+#[global_allocator]
+static ALLOC: sluice_fuzz::CappedAlloc = sluice_fuzz::CappedAlloc;
+
+libfuzzer_sys::fuzz_target!(|data: &[u8]| {
+    sluice::fuzzing::internal_records(data);
+});

@@ -1,0 +1,9 @@
+//! Fuzz target `request`: see `sluice::fuzzing::request` for the input format and the invariants.
+#![no_main]
+
+#[global_allocator]
+static ALLOC: sluice_fuzz::CappedAlloc = sluice_fuzz::CappedAlloc;
+
+libfuzzer_sys::fuzz_target!(|data: &[u8]| {
+    sluice::fuzzing::request(data);
+});
