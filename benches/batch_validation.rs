@@ -5,39 +5,21 @@
 //! Run: `cargo bench --bench batch_validation`. Figures go to BENCHMARKS.md
 //! with the machine's ceilings.
 
-use bytes::{Bytes, BytesMut};
+mod common;
+
+use bytes::Bytes;
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
-use kafka_protocol::records::{
-    Compression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
-};
+use kafka_protocol::records::Compression;
 use sluice::storage::validate_batches;
 
 fn batch(records: usize, value_bytes: usize, compression: Compression) -> Bytes {
-    let recs: Vec<Record> = (0..records)
-        .map(|i| Record {
-            transactional: false,
-            control: false,
-            delete_horizon: false,
-            partition_leader_epoch: 0,
-            producer_id: -1,
-            producer_epoch: -1,
-            timestamp_type: TimestampType::Creation,
-            offset: i as i64,
-            // One batch: kafka-protocol splits batches where offset - sequence changes.
-            sequence: i as i32 - 1,
-            timestamp: 1_700_000_000_000 + i as i64,
-            key: Some(Bytes::from(format!("key-{i}"))),
-            value: Some(Bytes::from(vec![b'a' + (i % 26) as u8; value_bytes])),
-            headers: Default::default(),
-        })
-        .collect();
-    let mut buf = BytesMut::new();
-    let opts = RecordEncodeOptions {
-        version: 2,
+    common::batch(
+        records,
         compression,
-    };
-    RecordBatchEncoder::encode(&mut buf, &recs, &opts).expect("encode batch");
-    buf.freeze()
+        1_700_000_000_000,
+        |i| Some(Bytes::from(format!("key-{i}"))),
+        |i| Bytes::from(vec![b'a' + (i % 26) as u8; value_bytes]),
+    )
 }
 
 fn bench(c: &mut Criterion) {

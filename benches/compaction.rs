@@ -5,13 +5,13 @@
 //!
 //! Run: `cargo bench --bench compaction`. Throughput is input bytes cleaned per second.
 
+mod common;
+
 use std::time::{Duration, Instant};
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
-use kafka_protocol::records::{
-    Compression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
-};
+use kafka_protocol::records::Compression;
 use sluice::storage::{CleanupPolicy, IoMode, LogConfig, PartitionLog};
 
 const LOG_BYTES: usize = 32 << 20;
@@ -35,31 +35,13 @@ fn value(seed: usize) -> Bytes {
 }
 
 fn batch(first: usize, compression: Compression) -> Bytes {
-    let recs: Vec<Record> = (0..RECORDS_PER_BATCH)
-        .map(|i| Record {
-            transactional: false,
-            control: false,
-            delete_horizon: false,
-            partition_leader_epoch: 0,
-            producer_id: -1,
-            producer_epoch: -1,
-            timestamp_type: TimestampType::Creation,
-            offset: i as i64,
-            // One batch: kafka-protocol splits batches where offset - sequence changes.
-            sequence: i as i32 - 1,
-            timestamp: 1_700_000_000_000 + (first + i) as i64,
-            key: Some(Bytes::from(format!("key-{}", (first + i) % KEYS))),
-            value: Some(value(first + i)),
-            headers: Default::default(),
-        })
-        .collect();
-    let mut buf = BytesMut::new();
-    let opts = RecordEncodeOptions {
-        version: 2,
+    common::batch(
+        RECORDS_PER_BATCH,
         compression,
-    };
-    RecordBatchEncoder::encode(&mut buf, &recs, &opts).expect("encode batch");
-    buf.freeze()
+        1_700_000_000_000 + first as i64,
+        |i| Some(Bytes::from(format!("key-{}", (first + i) % KEYS))),
+        |i| value(first + i),
+    )
 }
 
 /// Fills a fresh log in `parent` and returns how long one cleaning pass over it took.

@@ -6,13 +6,13 @@
 //!
 //! Run: `cargo bench --bench storage`.
 
+mod common;
+
 use std::time::{Duration, Instant};
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
-use kafka_protocol::records::{
-    Compression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
-};
+use kafka_protocol::records::Compression;
 use sluice::storage::{IoMode, LogConfig, OffsetIndex, PartitionLog};
 
 const RECORDS_PER_BATCH: usize = 16;
@@ -21,31 +21,13 @@ const VALUE_BYTES: usize = 1024;
 const APPENDS_PER_LOG: u64 = 4096;
 
 fn batch() -> Bytes {
-    let recs: Vec<Record> = (0..RECORDS_PER_BATCH)
-        .map(|i| Record {
-            transactional: false,
-            control: false,
-            delete_horizon: false,
-            partition_leader_epoch: 0,
-            producer_id: -1,
-            producer_epoch: -1,
-            timestamp_type: TimestampType::Creation,
-            offset: i as i64,
-            // One batch: kafka-protocol splits batches where offset - sequence changes.
-            sequence: i as i32 - 1,
-            timestamp: 1_700_000_000_000 + i as i64,
-            key: None,
-            value: Some(Bytes::from(vec![b'a' + (i % 26) as u8; VALUE_BYTES])),
-            headers: Default::default(),
-        })
-        .collect();
-    let mut buf = BytesMut::new();
-    let opts = RecordEncodeOptions {
-        version: 2,
-        compression: Compression::None,
-    };
-    RecordBatchEncoder::encode(&mut buf, &recs, &opts).expect("encode batch");
-    buf.freeze()
+    common::batch(
+        RECORDS_PER_BATCH,
+        Compression::None,
+        1_700_000_000_000,
+        |_| None,
+        |i| Bytes::from(vec![b'a' + (i % 26) as u8; VALUE_BYTES]),
+    )
 }
 
 fn index_lookup(c: &mut Criterion) {

@@ -11,33 +11,13 @@ import pytest
 
 from conftest import group_settings
 from kclients import Rec, consume_confluent, create_topic, produce_confluent, uniq
+from rawwire import frame, send_expect_close
 
 pytestmark = pytest.mark.sluice_only  # reads the broker's log
 
 BOMB = 0x7FFFFFFF
 # Unsigned varint of BOMB + 1: a compact array of 0x7fffffff elements.
 COMPACT_BOMB = bytes([0x80, 0x80, 0x80, 0x80, 0x08])
-
-
-def _send(port: int, frame: bytes, timeout: float = 2.0) -> bytes:
-    """Sends raw bytes; returns what comes back before the peer closes."""
-    with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
-        s.sendall(frame)
-        s.settimeout(timeout)
-        out = b""
-        try:
-            while True:
-                chunk = s.recv(65536)
-                if not chunk:
-                    break
-                out += chunk
-        except socket.timeout:
-            pass
-        return out
-
-
-def _frame(body: bytes) -> bytes:
-    return struct.pack(">i", len(body)) + body
 
 
 def _h1(api: int, version: int, corr: int = 1) -> bytes:
@@ -104,7 +84,8 @@ def test_array_bombs_close_the_connection_and_the_broker_keeps_serving(broker):
         ),
     ]
     for body, needles in bombs:
-        assert _send(port, _frame(body)) == b"", needles
+        closed, _ = send_expect_close(port, frame(body))
+        assert closed, needles
         line = _wait_log(broker, *needles)
         assert "closing connection" in line and "malformed request body" in line, line
         assert broker.alive(), needles
@@ -135,7 +116,7 @@ def test_consumer_subscription_bomb_in_join_group_metadata(broker_factory):
     # ConsumerProtocolSubscription v0: version, then topics (i32 count).
     metadata = struct.pack(">hi", 0, BOMB)
     with socket.create_connection(("127.0.0.1", broker.port), timeout=15) as s:
-        s.sendall(_frame(_join_group_v0(group, metadata)))
+        s.sendall(frame(_join_group_v0(group, metadata)))
         head = s.recv(4)
         assert len(head) == 4, "no JoinGroup response"
         (size,) = struct.unpack(">i", head)
@@ -146,7 +127,7 @@ def test_consumer_subscription_bomb_in_join_group_metadata(broker_factory):
         assert (corr, err) == (7, 0), (corr, err)
         # OffsetDelete v0 (key 47) for one partition of a topic.
         body = _h1(47, 0, 8) + _s(group) + struct.pack(">i", 1) + _s("t") + struct.pack(">ii", 1, 0)
-        s.sendall(_frame(body))
+        s.sendall(frame(body))
         head = s.recv(4)
         assert len(head) == 4, "no OffsetDelete response (broker died?)"
         (size,) = struct.unpack(">i", head)
