@@ -74,18 +74,7 @@ fn bench(c: &mut Criterion) {
     let mut g = c.benchmark_group("compact");
     g.sample_size(10);
     g.throughput(Throughput::Bytes(LOG_BYTES as u64));
-    let places = [
-        (
-            "tmpfs-buffered",
-            std::path::PathBuf::from("/dev/shm"),
-            IoMode::Buffered,
-        ),
-        ("disk-direct", std::env::temp_dir(), IoMode::Direct),
-    ];
-    for (place, parent, mode) in places {
-        if !parent.exists() {
-            continue;
-        }
+    for (place, parent, mode) in common::places() {
         for (name, compression) in [("none", Compression::None), ("zstd", Compression::Zstd)] {
             let id = BenchmarkId::new(place, name);
             let parent = parent.clone();

@@ -78,18 +78,7 @@ async fn appends(parent: &std::path::Path, mode: IoMode, iters: u64) -> Duration
 fn segment_append(c: &mut Criterion) {
     let mut g = c.benchmark_group("segment_append_16x1KiB");
     g.throughput(Throughput::Bytes((RECORDS_PER_BATCH * VALUE_BYTES) as u64));
-    let places = [
-        (
-            "tmpfs-buffered",
-            std::path::PathBuf::from("/dev/shm"),
-            IoMode::Buffered,
-        ),
-        ("disk-direct", std::env::temp_dir(), IoMode::Direct),
-    ];
-    for (place, parent, mode) in places {
-        if !parent.exists() {
-            continue;
-        }
+    for (place, parent, mode) in common::places() {
         g.bench_function(place, move |b| {
             let parent = parent.clone();
             b.iter_custom(move |iters| {

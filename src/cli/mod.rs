@@ -9,7 +9,7 @@ mod group;
 mod log;
 mod partitioner;
 mod produce;
-mod records;
+pub mod records;
 mod topic;
 mod txn;
 
