@@ -24,7 +24,16 @@ fn main() {
     let shards = {
         let done = done.clone();
         std::thread::spawn(move || {
-            runtime::run_shards(2, 0, move |id| {
+            // The broker's `reactor.spin.before.park.us`, for an A/B of the hand-off.
+            let spin_us = std::env::var("SPIN_BEFORE_PARK_US")
+                .ok()
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(0);
+            let opts = runtime::ShardOptions {
+                io_memory: 0,
+                spin_before_park: Duration::from_micros(spin_us),
+            };
+            runtime::run_shards(2, opts, move |id| {
                 let jobs = if id == 0 {
                     jobs_rx.lock().expect("lock").take()
                 } else {

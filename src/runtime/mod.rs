@@ -157,16 +157,25 @@ fn memlock_limit() -> Option<u64> {
     }
 }
 
+/// How each shard's executor is built.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ShardOptions {
+    /// glommio registered I/O memory per shard; 0 = sized from RLIMIT_MEMLOCK.
+    pub io_memory: usize,
+    /// How long an idle shard keeps polling before it sleeps (`reactor.spin.before.park.us`).
+    pub spin_before_park: Duration,
+}
+
 /// Starts `shards` pinned executors, each running `main(shard_id)` after the
 /// cross-shard inboxes are ready, and blocks until all of them return.
-pub fn run_shards<F, Fut>(shards: usize, io_memory_override: usize, main: F) -> anyhow::Result<()>
+pub fn run_shards<F, Fut>(shards: usize, opts: ShardOptions, main: F) -> anyhow::Result<()>
 where
     F: Fn(usize) -> Fut + Send + Sync + Clone + 'static,
     Fut: Future<Output = ()> + 'static,
 {
     let limit = memlock_limit();
-    let io_memory = if io_memory_override > 0 {
-        io_memory_override
+    let io_memory = if opts.io_memory > 0 {
+        opts.io_memory
     } else {
         io_memory_for(limit, shards)
     };
@@ -174,6 +183,7 @@ where
         shards,
         io_memory_bytes = io_memory,
         memlock_limit = ?limit,
+        spin_before_park_us = opts.spin_before_park.as_micros() as u64,
         "starting shards (io_memory sized from RLIMIT_MEMLOCK)"
     );
     let mut senders = Vec::with_capacity(shards);
@@ -192,9 +202,13 @@ where
     let mut handles = Vec::new();
     for (id, mut rx) in receivers.into_iter().enumerate() {
         let main = main.clone();
-        let handle = LocalExecutorBuilder::new(Placement::Fixed(id % cpus))
+        let mut builder = LocalExecutorBuilder::new(Placement::Fixed(id % cpus))
             .name(&format!("shard-{id}"))
-            .io_memory(io_memory)
+            .io_memory(io_memory);
+        if !opts.spin_before_park.is_zero() {
+            builder = builder.spin_before_park(opts.spin_before_park);
+        }
+        let handle = builder
             .spawn(move || async move {
                 SHARD_ID.with(|c| c.set(Some(id)));
                 glommio::spawn_local(async move {

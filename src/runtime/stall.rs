@@ -6,11 +6,18 @@
 //! - runs a ticker that sleeps [`TICK`] on the timer wheel and keeps the
 //!   longest lateness of a wake-up (what a timer-driven task would have seen);
 //! - logs both once per interval (info), and a warning when either exceeded
-//!   `stall.detector.threshold.us`.
+//!   `stall.detector.threshold.us`;
+//! - keeps a histogram of how long the shard's connections took to serve
+//!   Produce requests (whole frame read to response written, acks=all's
+//!   fsync included) and logs its percentiles with the same line, so a
+//!   client-side latency can be split into broker time and the rest;
+//! - keeps the longest segment write and the longest fsync of the interval
+//!   (time in the kernel and the device: not a stall of the shard, which
+//!   goes on serving, but what an acks=all producer waits for).
 //!
 //! Off (the default), spawning is untouched: no clock reads, no extra box.
 
-use std::cell::Cell;
+use std::cell::{Cell, RefCell};
 use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll};
@@ -26,6 +33,58 @@ thread_local! {
     static POLLS: Cell<u64> = const { Cell::new(0) };
     static MAX_LATE: Cell<Duration> = const { Cell::new(Duration::ZERO) };
     static THRESHOLD: Cell<Duration> = const { Cell::new(Duration::from_millis(1)) };
+    static MAX_WRITE: Cell<Duration> = const { Cell::new(Duration::ZERO) };
+    static MAX_SYNC: Cell<Duration> = const { Cell::new(Duration::ZERO) };
+    static PRODUCE_US: RefCell<Option<hdrhistogram::Histogram<u64>>> = const { RefCell::new(None) };
+}
+
+/// A disk operation the detector times.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Disk {
+    /// A segment append's write.
+    Write,
+    /// A partition's fsync (acks=all, segment roll).
+    Sync,
+}
+
+/// Records one disk operation's duration on this shard (detector on only).
+pub fn record_disk(op: Disk, d: Duration) {
+    let cell = match op {
+        Disk::Write => &MAX_WRITE,
+        Disk::Sync => &MAX_SYNC,
+    };
+    cell.with(|c| c.set(c.get().max(d)));
+}
+
+/// Records one Produce request's service time on this shard (detector on only).
+pub fn record_produce(d: Duration) {
+    PRODUCE_US.with(|h| {
+        let mut h = h.borrow_mut();
+        let h = h.get_or_insert_with(|| {
+            // 1 µs to 1 h at 3 significant digits: cannot fail for these bounds.
+            hdrhistogram::Histogram::new_with_bounds(1, 3_600_000_000, 3)
+                .expect("valid histogram bounds")
+        });
+        h.saturating_record(d.as_micros().max(1) as u64);
+    });
+}
+
+/// This interval's Produce service times in µs: (count, p50, p99, p99.9, max); resets.
+fn take_produce() -> (u64, u64, u64, u64, u64) {
+    PRODUCE_US.with(|h| match h.borrow_mut().as_mut() {
+        Some(h) if !h.is_empty() => {
+            let out = (
+                h.len(),
+                h.value_at_quantile(0.5),
+                h.value_at_quantile(0.99),
+                h.value_at_quantile(0.999),
+                h.max(),
+            );
+            h.reset();
+            out
+        }
+        _ => (0, 0, 0, 0, 0),
+    })
 }
 
 /// What one interval saw on one shard.
@@ -104,6 +163,15 @@ pub fn start(shard: usize, interval: Duration, threshold: Duration) {
         loop {
             glommio::timer::sleep(interval).await;
             let r = take_report();
+            let (produces, p50, p99, p999, pmax) = take_produce();
+            let write_us = MAX_WRITE.with(|c| c.replace(Duration::ZERO)).as_micros() as u64;
+            let fsync_us = MAX_SYNC.with(|c| c.replace(Duration::ZERO)).as_micros() as u64;
+            // One field, so that both lines below carry the same figures.
+            let service = format!(
+                "produces={produces} produce_p50_us={p50} produce_p99_us={p99} \
+                 produce_p999_us={p999} produce_max_us={pmax} \
+                 longest_write_us={write_us} longest_fsync_us={fsync_us}"
+            );
             let stalled = r.max_poll > threshold || r.max_tick_lateness > threshold;
             if stalled {
                 tracing::warn!(
@@ -113,6 +181,7 @@ pub fn start(shard: usize, interval: Duration, threshold: Duration) {
                     polls_over_threshold = r.slow_polls,
                     longest_tick_lateness_us = r.max_tick_lateness.as_micros() as u64,
                     threshold_us = threshold.as_micros() as u64,
+                    %service,
                     "stall detector: shard stalled"
                 );
             } else {
@@ -121,6 +190,7 @@ pub fn start(shard: usize, interval: Duration, threshold: Duration) {
                     polls = r.polls,
                     longest_poll_us = r.max_poll.as_micros() as u64,
                     longest_tick_lateness_us = r.max_tick_lateness.as_micros() as u64,
+                    %service,
                     "stall detector"
                 );
             }
@@ -148,6 +218,13 @@ mod tests {
         assert_eq!(r.slow_polls, 1);
         assert!(r.max_poll >= Duration::from_millis(3), "{r:?}");
         assert_eq!(take_report().polls, 0);
+        record_produce(Duration::from_micros(100));
+        record_produce(Duration::from_micros(300));
+        let (n, p50, _, _, max) = take_produce();
+        assert_eq!(n, 2);
+        assert!((99..=101).contains(&p50), "{p50}");
+        assert!((299..=301).contains(&max), "{max}");
+        assert_eq!(take_produce().0, 0);
         ENABLED.with(|c| c.set(false));
         assert!(matches!(
             instrument(async {}),

@@ -1,9 +1,21 @@
 //! One client connection: read a frame (length checked before allocating),
-//! handle it, write the response, in order. Like Kafka, a connection has one
-//! request in processing at a time, so responses leave in request order and a
-//! producer's pipelined batches are appended in the order they were sent.
-//! Concurrency comes from many connections and from the shards a request fans
-//! out to.
+//! handle it, write the response, in order.
+//!
+//! As in Kafka, a connection's requests are processed one at a time and in
+//! order: every effect of a request (an append, an offset commit, a group
+//! change) has happened before the next request is read. Unlike Kafka, the
+//! connection does not wait for a response to be sent before reading the next
+//! request: a reader reads and handles requests, and a writer sends their
+//! responses in request order. This matters for acks=all Produce, whose
+//! answer waits for an fsync ([`handlers::Reply::Later`]): a producer's
+//! pipelined requests are appended while the first one's fsync runs, and
+//! share the next group commit instead of each waiting for its own. At most
+//! [`MAX_IN_FLIGHT`] answers wait per connection; the reader waits beyond that.
+//! Concurrency also comes from many connections and from the shards a request
+//! fans out to.
+//!
+//! The writer has its own descriptor for the socket (a `dup`), so each side
+//! keeps its own timeout.
 //!
 //! Limits (docs/limits.md): the socket's read and write timeouts are
 //! `connections.max.idle.ms` (set once; glommio arms a timer only while a
@@ -16,22 +28,38 @@
 
 use std::io::ErrorKind;
 use std::net::Shutdown;
+use std::os::fd::{AsRawFd, FromRawFd};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use futures::{AsyncReadExt, AsyncWriteExt};
+use futures::channel::{mpsc, oneshot};
+use futures::{AsyncReadExt, AsyncWriteExt, SinkExt, StreamExt};
 use glommio::net::TcpStream;
 use kafka_protocol::messages::ApiKey;
 
 use crate::cluster::partition_manager::broker_config;
 use crate::protocol::check_frame_len;
+use crate::runtime;
 
-use super::handlers;
-use super::limits::{admit_request, ConnectionSlot};
+use super::handlers::{self, Reply};
+use super::limits::{admit_request, ConnectionSlot, RequestPermit};
 
 /// A frame up to this size gets its whole buffer at once; a larger one grows
 /// (doubling) as its bytes arrive.
 const FIRST_BUFFER_BYTES: usize = 1 << 20;
+
+/// Requests handled but not yet answered, per connection (Kafka's clients
+/// send at most 5 by default when idempotent; librdkafka up to 1,000,000).
+pub const MAX_IN_FLIGHT: usize = 32;
+
+/// A handled request waiting for its turn on the writer.
+struct Answer {
+    reply: Reply,
+    /// A Produce keeps its bytes counted under `queued.max.request.bytes` until answered.
+    permit: Option<RequestPermit>,
+    /// When the frame was read, for the stall detector's Produce service times.
+    started: Option<Instant>,
+}
 
 /// Serves one connection until the peer closes it, goes idle, or sends
 /// something that must close it (oversized, slow or malformed frame).
@@ -47,7 +75,25 @@ pub async fn serve(mut stream: TcpStream, _slot: ConnectionSlot) {
     let frame_timeout = Duration::from_millis(limits.request_read_timeout_ms);
     let _ = stream.set_nodelay(true);
     let _ = stream.set_read_timeout(Some(idle));
-    let _ = stream.set_write_timeout(Some(idle));
+    let writer = match duplicate(&stream) {
+        Ok(w) => w,
+        Err(e) => {
+            tracing::warn!(%peer, error = %e, "cannot duplicate the socket; closing connection");
+            let _ = stream.shutdown(Shutdown::Both).await;
+            return;
+        }
+    };
+    let _ = writer.set_write_timeout(Some(idle));
+    let (mut answers, queue) = mpsc::channel::<Answer>(MAX_IN_FLIGHT);
+    let (done_tx, done) = oneshot::channel();
+    {
+        let peer = peer.clone();
+        let idle_ms = limits.idle_ms;
+        runtime::spawn(async move {
+            write_answers(writer, queue, &peer, idle_ms).await;
+            let _ = done_tx.send(());
+        });
+    }
     tracing::debug!(%peer, "connection opened");
     loop {
         let mut len = [0u8; 4];
@@ -97,12 +143,60 @@ pub async fn serve(mut stream: TcpStream, _slot: ConnectionSlot) {
             permit.release();
             None
         };
-        let result = handlers::handle(Bytes::from(buf), &host).await;
-        match result {
+        let started = (keep && runtime::stall::enabled()).then(Instant::now);
+        let reply = match handlers::handle(Bytes::from(buf), &host).await {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::warn!(%peer, error = %e, "closing connection");
+                break;
+            }
+        };
+        let answer = Answer {
+            reply,
+            permit,
+            started,
+        };
+        // Fails only when the writer has stopped (write error or timeout).
+        if answers.send(answer).await.is_err() {
+            break;
+        }
+    }
+    // The writer sends what was already handled, then closes the socket.
+    drop(answers);
+    let _ = done.await;
+    let _ = stream.shutdown(Shutdown::Both).await;
+    tracing::debug!(%peer, "connection closed");
+}
+
+/// A second glommio stream on the same socket (`F_DUPFD_CLOEXEC`).
+fn duplicate(stream: &TcpStream) -> std::io::Result<TcpStream> {
+    use nix::fcntl::{fcntl, FcntlArg};
+    let fd =
+        fcntl(stream.as_raw_fd(), FcntlArg::F_DUPFD_CLOEXEC(0)).map_err(std::io::Error::from)?;
+    // SAFETY: `fd` was just created by the dup above and is owned by nothing
+    // else; the new TcpStream takes ownership and closes it when dropped.
+    Ok(unsafe { TcpStream::from_raw_fd(fd) })
+}
+
+/// Sends the connection's answers in request order, waiting for each one
+/// that is not ready yet, until the reader is done or a write fails; then
+/// shuts the socket down (which also ends the reader's pending read).
+async fn write_answers(
+    mut stream: TcpStream,
+    mut queue: mpsc::Receiver<Answer>,
+    peer: &str,
+    idle_ms: u64,
+) {
+    while let Some(answer) = queue.next().await {
+        let frame = match answer.reply {
+            Reply::Now(frame) => Ok(frame),
+            Reply::Later(frame) => frame.await,
+        };
+        match frame {
             Ok(Some(resp)) => {
                 if let Err(e) = stream.write_all(&resp).await {
                     if e.kind() == ErrorKind::TimedOut {
-                        tracing::info!(%peer, idle_ms = limits.idle_ms,
+                        tracing::info!(%peer, idle_ms,
                             "closing connection: response not read (connections.max.idle.ms)");
                     } else {
                         tracing::debug!(%peer, error = %e, "write failed");
@@ -116,11 +210,13 @@ pub async fn serve(mut stream: TcpStream, _slot: ConnectionSlot) {
                 break;
             }
         }
-        drop(permit);
+        if let Some(t) = answer.started {
+            runtime::stall::record_produce(t.elapsed());
+        }
+        drop(answer.permit);
     }
     // Dropping a glommio stream closes it later on the executor: close now.
     let _ = stream.shutdown(Shutdown::Both).await;
-    tracing::debug!(%peer, "connection closed");
 }
 
 /// Reads a frame body of `size` bytes. Fails with `TimedOut` when the peer

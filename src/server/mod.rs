@@ -79,9 +79,11 @@ pub fn run_start(args: StartArgs) -> anyhow::Result<()> {
         })
         .context("starting signal thread")?;
 
-    runtime::run_shards(cfg.smp, cfg.io_memory_bytes, move |id| {
-        shard_main(id, cfg.clone())
-    })?;
+    let opts = runtime::ShardOptions {
+        io_memory: cfg.io_memory_bytes,
+        spin_before_park: std::time::Duration::from_micros(cfg.spin_before_park_us),
+    };
+    runtime::run_shards(cfg.smp, opts, move |id| shard_main(id, cfg.clone()))?;
     tracing::info!("stopped");
     Ok(())
 }

@@ -281,7 +281,11 @@ impl PartitionLog {
             index_interval: cfg.index_interval_bytes,
             now_ms,
         };
+        let started = crate::runtime::stall::enabled().then(std::time::Instant::now);
         let stored = self.active().append(&records, &plan).await;
+        if let Some(t) = started {
+            crate::runtime::stall::record_disk(crate::runtime::stall::Disk::Write, t.elapsed());
+        }
         self.note_space(&stored);
         let stored = stored?;
         self.log_end.set(last_offset + 1);
@@ -343,7 +347,11 @@ impl PartitionLog {
             return Ok(());
         }
         self.check_open()?;
+        let started = crate::runtime::stall::enabled().then(std::time::Instant::now);
         self.active().file.sync().await?;
+        if let Some(t) = started {
+            crate::runtime::stall::record_disk(crate::runtime::stall::Disk::Sync, t.elapsed());
+        }
         self.sync_count.set(self.sync_count.get() + 1);
         self.durable_end.set(self.durable_end.get().max(target));
         Ok(())

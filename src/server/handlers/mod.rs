@@ -19,6 +19,7 @@ mod txn;
 use std::collections::BTreeMap;
 
 use bytes::Bytes;
+use futures::future::LocalBoxFuture;
 use kafka_protocol::messages::{ApiKey, TopicName};
 use kafka_protocol::protocol::{Decodable, Encodable, HeaderVersion, StrBytes};
 
@@ -26,10 +27,37 @@ use crate::protocol::{
     decode_body, decode_request, encode_response, peek_key_version, FrameError, Request,
 };
 
-/// Handles one request frame. `Ok(None)`: no response is due (acks=0).
+/// A request's answer: the response frame now (`None`: no response is due,
+/// acks=0), or one that completes later (acks=all Produce waiting for its
+/// fsync) and must still be sent in request order.
+pub enum Reply {
+    Now(Option<Bytes>),
+    Later(LocalBoxFuture<'static, Result<Option<Bytes>, FrameError>>),
+}
+
+/// Handles one request frame. Every effect of the request (appends, offset
+/// commits, group changes) has happened when this returns; only the
+/// durability wait of an acks=all Produce is left in [`Reply::Later`].
 /// `Err`: the connection must be closed (the error says why).
 /// `client_host` is the peer's IP address (reported for group members).
-pub async fn handle(frame: Bytes, client_host: &str) -> Result<Option<Bytes>, FrameError> {
+pub async fn handle(frame: Bytes, client_host: &str) -> Result<Reply, FrameError> {
+    let (key, _) = peek_key_version(&frame);
+    if key != ApiKey::Produce as i16 {
+        return handle_now(frame, client_host).await.map(Reply::Now);
+    }
+    let req = decode_request(frame)?;
+    let (correlation_id, version) = (req.header.correlation_id, req.version);
+    match produce::handle(&req, decode_body(&req)?).await {
+        produce::Produced::Nothing => Ok(Reply::Now(None)),
+        produce::Produced::Ready(resp) => respond(&req, resp).map(Reply::Now),
+        produce::Produced::WhenDurable(resp) => Ok(Reply::Later(Box::pin(async move {
+            encode(correlation_id, version, ApiKey::Produce, &resp.await)
+        }))),
+    }
+}
+
+/// Every request but Produce: answered in full before the next is read.
+async fn handle_now(frame: Bytes, client_host: &str) -> Result<Option<Bytes>, FrameError> {
     let (key, version) = peek_key_version(&frame);
     if key == ApiKey::ApiVersions as i16 {
         if let Some(resp) = api_versions::unsupported_version_response(&frame, version) {
@@ -51,10 +79,6 @@ pub async fn handle(frame: Bytes, client_host: &str) -> Result<Option<Bytes>, Fr
             }
             respond(&req, metadata::handle(&req, body).await)
         }
-        ApiKey::Produce => match produce::handle(&req, decode_body(&req)?).await {
-            Some(resp) => respond(&req, resp),
-            None => Ok(None),
-        },
         ApiKey::Fetch => respond(&req, fetch::handle(&req, decode_body(&req)?).await),
         ApiKey::ListOffsets => respond(&req, list_offsets::handle(&req, decode_body(&req)?).await),
         ApiKey::CreateTopics => respond(
@@ -134,11 +158,20 @@ fn respond<R: Encodable + HeaderVersion>(
     req: &Request,
     body: R,
 ) -> Result<Option<Bytes>, FrameError> {
-    encode_response(req.header.correlation_id, req.version, &body)
+    encode(req.header.correlation_id, req.version, req.api_key, &body)
+}
+
+fn encode<R: Encodable + HeaderVersion>(
+    correlation_id: i32,
+    version: i16,
+    api: ApiKey,
+    body: &R,
+) -> Result<Option<Bytes>, FrameError> {
+    encode_response(correlation_id, version, body)
         .map(Some)
         .map_err(|e| FrameError::Malformed {
             what: "response",
-            detail: format!("{:?}: {e}", req.api_key),
+            detail: format!("{api:?}: {e}"),
         })
 }
 

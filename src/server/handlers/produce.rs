@@ -4,14 +4,21 @@
 //! - acks=1: after the write completed (O_DIRECT: in the device; buffered: in
 //!   the page cache);
 //! - acks=all (-1): after the write is fsynced (group commit per partition). On
-//!   one node the in-sync replica set is this broker alone.
+//!   one node the in-sync replica set is this broker alone. The fsync is
+//!   awaited after the handler returns ([`Produced::WhenDurable`]), so the
+//!   connection can append its next request meanwhile.
+
+use std::rc::Rc;
 
 use bytes::Bytes;
+use futures::channel::oneshot;
+use futures::future::LocalBoxFuture;
 use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::produce_response::{PartitionProduceResponse, TopicProduceResponse};
 use kafka_protocol::messages::{ProduceRequest, ProduceResponse};
 
 use super::{by_shard, str_bytes, topic_name, topic_str};
+use crate::cluster::partition_manager::Partition;
 use crate::cluster::{image, owner_shard, partition_manager};
 use crate::protocol::Request;
 use crate::runtime;
@@ -50,12 +57,27 @@ impl Appended {
     }
 }
 
-pub async fn handle(req: &Request, body: ProduceRequest) -> Option<ProduceResponse> {
+/// A Produce's answer. With acks=all the batches are appended (in request
+/// order, before the connection reads its next request) but the answer waits
+/// for their fsync; the connection answers in order meanwhile (see
+/// `connection.rs`), so a producer's pipelined requests share one group commit.
+pub enum Produced {
+    /// acks=0: no response at all.
+    Nothing,
+    Ready(ProduceResponse),
+    /// acks=all: resolves once every appended partition is durable (or failed to be).
+    WhenDurable(LocalBoxFuture<'static, ProduceResponse>),
+}
+
+/// One partition's place in the response: topic index, partition, outcome.
+type Slot = (usize, i32, Option<Appended>);
+
+pub async fn handle(req: &Request, body: ProduceRequest) -> Produced {
     let acks = body.acks;
     let img = image();
     let shards = runtime::nr_shards();
     // Slot per partition in request order; filled from local checks or shard replies.
-    let mut slots: Vec<(usize, i32, Option<Appended>)> = Vec::new();
+    let mut slots: Vec<Slot> = Vec::new();
     let mut work = Vec::new();
     for (ti, td) in body.topic_data.iter().enumerate() {
         let topic = topic_str(&td.name);
@@ -111,23 +133,60 @@ pub async fn handle(req: &Request, body: ProduceRequest) -> Option<ProduceRespon
     let calls = by_shard(work)
         .into_iter()
         .map(|(shard, items)| runtime::submit_to(shard, move || append_on_owner(items, acks, now)));
+    let mut durable = Vec::new();
     for reply in futures::future::join_all(calls).await {
         match reply {
             Ok(done) => {
-                for (slot, appended) in done {
+                for (slot, appended) in done.appended {
                     slots[slot].2 = Some(appended);
                 }
+                durable.extend(done.durable);
             }
             Err(e) => tracing::error!(error = %e, "produce hop failed"),
         }
     }
     if acks == 0 {
-        return None;
+        return Produced::Nothing;
     }
+    let names: Vec<String> = body
+        .topic_data
+        .iter()
+        .map(|td| topic_str(&td.name))
+        .collect();
+    let version = req.version;
+    if durable.is_empty() {
+        return Produced::Ready(response(version, &names, slots));
+    }
+    Produced::WhenDurable(Box::pin(async move {
+        for (waiting, failed) in durable {
+            match failed.await {
+                Ok(failures) => {
+                    for (slot, error) in failures {
+                        slots[slot].2 = Some(error);
+                    }
+                }
+                // The owner shard stopped before its fsyncs finished: the
+                // batches are written but not known durable, so acks=all fails.
+                Err(_) => {
+                    for slot in waiting {
+                        slots[slot].2 = Some(Appended::error(
+                            ResponseError::RequestTimedOut,
+                            Some("the broker stopped before the fsync completed".into()),
+                        ));
+                    }
+                }
+            }
+        }
+        response(version, &names, slots)
+    }))
+}
+
+/// The response, one entry per topic of the request in request order.
+fn response(version: i16, names: &[String], mut slots: Vec<Slot>) -> ProduceResponse {
     let mut resp = ProduceResponse::default();
-    for (ti, td) in body.topic_data.iter().enumerate() {
+    for (ti, name) in names.iter().enumerate() {
         let mut t = TopicProduceResponse::default();
-        t.name = topic_name(&topic_str(&td.name));
+        t.name = topic_name(name);
         for (_, index, a) in slots.iter_mut().filter(|(i, _, _)| *i == ti) {
             let a = a
                 .take()
@@ -137,69 +196,116 @@ pub async fn handle(req: &Request, body: ProduceRequest) -> Option<ProduceRespon
             p.error_code = a.error_code;
             p.base_offset = a.base_offset;
             p.log_append_time_ms = a.log_append_time_ms;
-            if req.version >= 5 {
+            if version >= 5 {
                 p.log_start_offset = a.log_start_offset;
             }
-            if req.version >= 8 {
+            if version >= 8 {
                 p.error_message = a.error_message.as_deref().map(str_bytes);
             }
             t.partition_responses.push(p);
         }
         resp.responses.push(t);
     }
-    Some(resp)
+    resp
 }
 
-/// Runs on the owner shard: appends each record set, fsyncs for acks=all, and
-/// wakes long-polling fetches.
+/// What an owner shard sends back: each partition's append, and for acks=all
+/// the failures of the fsync that follows (empty when every one succeeded).
+struct OwnerReply {
+    appended: Vec<(usize, Appended)>,
+    /// The slots being fsynced, and the failures once that is over.
+    durable: Option<(Vec<usize>, oneshot::Receiver<Failures>)>,
+}
+
+/// Slots whose fsync failed, with the error to answer.
+type Failures = Vec<(usize, Appended)>;
+
+fn failed(topic: &str, index: i32, e: StorageError) -> Appended {
+    if let StorageError::Io(_) = e {
+        tracing::error!(topic, partition = index, error = %e, "append failed");
+    }
+    Appended::error(storage_error(&e), Some(e.to_string()))
+}
+
+/// Runs on the owner shard: appends each record set and wakes long-polling
+/// fetches; for acks=all it then starts the fsyncs (group commit per
+/// partition) on this shard and returns without waiting for them.
 async fn append_on_owner(
     items: Vec<(usize, String, i32, Bytes)>,
     acks: i16,
     now: i64,
-) -> Vec<(usize, Appended)> {
+) -> OwnerReply {
     let appends = items
         .into_iter()
         .map(|(slot, topic, index, records)| async move {
-            let r = append_one(&topic, index, records, acks, now).await;
-            let a = match r {
-                Ok(a) => a,
-                Err(e) => {
-                    if let StorageError::Io(_) = e {
-                        tracing::error!(topic, partition = index, error = %e, "append failed");
-                    }
-                    Appended::error(storage_error(&e), Some(e.to_string()))
-                }
-            };
-            (slot, a)
+            let r = append_one(&topic, index, records, now).await;
+            (slot, topic, index, r)
         });
-    futures::future::join_all(appends).await
+    let mut appended = Vec::new();
+    let mut to_flush = Vec::new();
+    for (slot, topic, index, r) in futures::future::join_all(appends).await {
+        match r {
+            Ok((a, Some((p, last)))) => {
+                appended.push((slot, a));
+                if acks == -1 {
+                    to_flush.push((slot, topic, index, p, last));
+                }
+            }
+            Ok((a, None)) => appended.push((slot, a)),
+            Err(e) => appended.push((slot, failed(&topic, index, e))),
+        }
+    }
+    if to_flush.is_empty() {
+        return OwnerReply {
+            appended,
+            durable: None,
+        };
+    }
+    let waiting = to_flush.iter().map(|f| f.0).collect();
+    let (tx, rx) = oneshot::channel();
+    runtime::spawn(async move {
+        let flushes = to_flush
+            .into_iter()
+            .map(|(slot, topic, index, p, last)| async move {
+                (slot, topic, index, p.log.flush(last).await)
+            });
+        let failures = futures::future::join_all(flushes)
+            .await
+            .into_iter()
+            .filter_map(|(slot, topic, index, r)| r.err().map(|e| (slot, failed(&topic, index, e))))
+            .collect();
+        let _ = tx.send(failures);
+    });
+    OwnerReply {
+        appended,
+        durable: Some((waiting, rx)),
+    }
 }
 
+/// Appends one record set; on success also the partition and the last offset
+/// written, for the fsync acks=all asks.
 async fn append_one(
     topic: &str,
     index: i32,
     records: Bytes,
-    acks: i16,
     now: i64,
-) -> Result<Appended, StorageError> {
+) -> Result<(Appended, Option<(Rc<Partition>, i64)>), StorageError> {
     let Some(p) = partition_manager::get(topic, index).await? else {
-        return Ok(Appended::error(
-            ResponseError::UnknownTopicOrPartition,
+        return Ok((
+            Appended::error(ResponseError::UnknownTopicOrPartition, None),
             None,
         ));
     };
     let r = p.log.append(records, now).await?;
     p.appended.notify_all();
-    if acks == -1 {
-        p.log.flush(r.last_offset).await?;
-    }
-    Ok(Appended {
+    let a = Appended {
         error_code: 0,
         error_message: None,
         base_offset: r.base_offset,
         log_append_time_ms: r.log_append_time_ms,
         log_start_offset: r.log_start_offset,
-    })
+    };
+    Ok((a, Some((p, r.last_offset))))
 }
 
 /// The Kafka error for a storage failure.
