@@ -94,7 +94,7 @@ pub const BROKER_SETTINGS: &[BrokerSetting] = &[
     BrokerSetting { key: "transaction.remove.expired.transaction.cleanup.interval.ms", default: "3600000", doc: "how often each shard forgets expired transactional ids" },
     BrokerSetting { key: "io_memory", default: "0", doc: "glommio registered I/O memory per shard in bytes; 0 = sized from RLIMIT_MEMLOCK" },
     BrokerSetting { key: "reactor.spin.before.park.us", default: "0", doc: "an idle shard polls its rings and inbox for this long before it sleeps in the kernel; saves the wake-up (an eventfd write and a context switch) when work comes soon, at the cost of CPU another thread could use (0 = sleep at once)" },
-    BrokerSetting { key: "stall.detector.interval.ms", default: "0", doc: "when above 0, each shard times every task poll and a 1 ms timer tick, and logs the longest of each at this interval (0 = off), with its Produce service times (p50/p99/p99.9/max, frame read to answer written) and its longest segment write and fsync" },
+    BrokerSetting { key: "stall.detector.interval.ms", default: "0", doc: "when above 0, each shard times every task poll and a 1 ms timer tick, and logs the longest of each at this interval (0 = off), with its Produce and Fetch service times (p50/p99/p99.9/max, frame read to answer written), its longest segment write and fsync, and its recent-batch cache hits, misses and bytes" },
     BrokerSetting { key: "stall.detector.threshold.us", default: "1000", doc: "a task poll or timer-tick lateness longer than this makes the stall detector's line a warning" },
 ];
 

@@ -3,6 +3,8 @@
 # workloads against Sluice and (if its binary is given) tansu, one broker at a
 # time on 127.0.0.1, each on a fresh data dir:
 #   max throughput, 1 KiB, acks=1 and acks=all   (workloads/max-throughput-1k.toml)
+#   max produce only, acks=1, 4 producers with 1 MiB batches and 20 ms linger
+#                                                 (the same workload, no consumers)
 #   fixed rate at a quarter of Sluice's acks=all maximum, acks=all
 #                                                 (workloads/fixed-rate-latency-1k.toml)
 #   catch-up read of a backlog                    (workloads/catch-up.toml)
@@ -16,7 +18,8 @@
 #   ceilings script; skipped if unset or missing), DATA_PARENT (where brokers
 #   keep data; default OUT), TEST_SECONDS (60), WARMUP_SECONDS (10),
 #   BACKLOG_GB (4), PORT (29092), SMP (2).
-# Results: OUT/<broker>/<test>/{result.json,result.md,latency.svg}, OUT/summary.md.
+# Results: OUT/<broker>/<test>/{result.json,result.md,latency.svg,cpu.txt},
+# OUT/summary.md (one comparison table per test), OUT/ceilings.md, OUT/run.log.
 set -euo pipefail
 out=${1:?usage: tools/bench-acceptance.sh OUT [TANSU_BINARY]}
 tansu=${2:-}
@@ -82,7 +85,7 @@ run() { # broker test workload [--set ...]
   local dir="$out/$1/$2" wl=$3
   shift 3
   mkdir -p "$dir"
-  log "$(basename "$(dirname "$dir")") $2: sluice bench run $wl --bootstrap $boot $*"
+  log "$(basename "$(dirname "$dir")") $(basename "$dir"): sluice bench run $wl --bootstrap $boot $*"
   local prof=
   case $(basename "$dir") in
     max-*|fixed-*) profile "$dir" $((warm_s + 8)) & prof=$! ;;
@@ -109,6 +112,8 @@ for b in sluice tansu; do
   log "$b started (pid $broker_pid)"
   run "$b" max-acks1 workloads/max-throughput-1k.toml "${timing[@]}" --set 'acks="1"'
   run "$b" max-acksall workloads/max-throughput-1k.toml "${timing[@]}" --set 'acks="all"'
+  run "$b" max-produce-acks1 workloads/max-throughput-1k.toml "${timing[@]}" --set 'acks="1"' \
+    --set subscriptionsPerTopic=0 --set producersPerTopic=4 --set batchSize=1048576 --set lingerMs=20
   if [ -z "$quarter" ]; then
     quarter=$(( $(rate_of "$out/$b/max-acksall/result.json") / 4 ))
     log "fixed rate: a quarter of $b's acks=all maximum = $quarter msg/s"
@@ -120,11 +125,14 @@ for b in sluice tansu; do
   stop_broker
 done
 
-results=()
-for b in sluice tansu; do
-  for t in max-acks1 max-acksall fixed-quarter catch-up; do
+# One side-by-side table per test: Sluice first, tansu (if run) against it.
+: >"$out/summary.md"
+for t in max-acks1 max-acksall max-produce-acks1 fixed-quarter catch-up; do
+  results=()
+  for b in sluice tansu; do
     [ -f "$out/$b/$t/result.json" ] && results+=("$out/$b/$t")
   done
+  [ ${#results[@]} -eq 0 ] && continue
+  { echo "### $t"; echo; "$sluice" bench compare "${results[@]}"; echo; } >>"$out/summary.md"
 done
-"$sluice" bench compare "${results[@]}" >"$out/summary.md"
 log "done: $out/summary.md"

@@ -7,10 +7,11 @@
 //!   longest lateness of a wake-up (what a timer-driven task would have seen);
 //! - logs both once per interval (info), and a warning when either exceeded
 //!   `stall.detector.threshold.us`;
-//! - keeps a histogram of how long the shard's connections took to serve
-//!   Produce requests (whole frame read to response written, acks=all's
-//!   fsync included) and logs its percentiles with the same line, so a
-//!   client-side latency can be split into broker time and the rest;
+//! - keeps histograms of how long the shard's connections took to serve
+//!   Produce and Fetch requests (whole frame read to response written;
+//!   acks=all's fsync and a fetch's long-poll wait included) and logs their
+//!   percentiles with the same line, so a client-side latency can be split
+//!   into broker time and the rest;
 //! - keeps the longest segment write and the longest fsync of the interval
 //!   (time in the kernel and the device: not a stall of the shard, which
 //!   goes on serving, but what an acks=all producer waits for).
@@ -35,7 +36,15 @@ thread_local! {
     static THRESHOLD: Cell<Duration> = const { Cell::new(Duration::from_millis(1)) };
     static MAX_WRITE: Cell<Duration> = const { Cell::new(Duration::ZERO) };
     static MAX_SYNC: Cell<Duration> = const { Cell::new(Duration::ZERO) };
+    static EXTRA: Cell<Option<fn() -> String>> = const { Cell::new(None) };
     static PRODUCE_US: RefCell<Option<hdrhistogram::Histogram<u64>>> = const { RefCell::new(None) };
+    static FETCH_US: RefCell<Option<hdrhistogram::Histogram<u64>>> = const { RefCell::new(None) };
+}
+
+/// Adds figures from a layer above (storage) to this shard's detector line:
+/// `f` is called once per interval and returns `key=value` pairs.
+pub fn set_extra(f: fn() -> String) {
+    EXTRA.with(|c| c.set(Some(f)));
 }
 
 /// A disk operation the detector times.
@@ -56,9 +65,25 @@ pub fn record_disk(op: Disk, d: Duration) {
     cell.with(|c| c.set(c.get().max(d)));
 }
 
-/// Records one Produce request's service time on this shard (detector on only).
-pub fn record_produce(d: Duration) {
-    PRODUCE_US.with(|h| {
+/// Requests whose service times the detector keeps.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Service {
+    Produce,
+    Fetch,
+}
+
+type Histogram = RefCell<Option<hdrhistogram::Histogram<u64>>>;
+
+fn histogram(kind: Service) -> &'static std::thread::LocalKey<Histogram> {
+    match kind {
+        Service::Produce => &PRODUCE_US,
+        Service::Fetch => &FETCH_US,
+    }
+}
+
+/// Records one request's service time on this shard (detector on only).
+pub fn record_service(kind: Service, d: Duration) {
+    histogram(kind).with(|h| {
         let mut h = h.borrow_mut();
         let h = h.get_or_insert_with(|| {
             // 1 µs to 1 h at 3 significant digits: cannot fail for these bounds.
@@ -69,21 +94,27 @@ pub fn record_produce(d: Duration) {
     });
 }
 
-/// This interval's Produce service times in µs: (count, p50, p99, p99.9, max); resets.
-fn take_produce() -> (u64, u64, u64, u64, u64) {
-    PRODUCE_US.with(|h| match h.borrow_mut().as_mut() {
+/// This interval's service times of `kind` in µs as `key=value` pairs
+/// (count, p50, p99, p99.9, max); resets them.
+fn take_service(kind: Service) -> String {
+    let name = match kind {
+        Service::Produce => "produce",
+        Service::Fetch => "fetch",
+    };
+    histogram(kind).with(|h| match h.borrow_mut().as_mut() {
         Some(h) if !h.is_empty() => {
-            let out = (
+            let out = format!(
+                "{name}s={} {name}_p50_us={} {name}_p99_us={} {name}_p999_us={} {name}_max_us={}",
                 h.len(),
                 h.value_at_quantile(0.5),
                 h.value_at_quantile(0.99),
                 h.value_at_quantile(0.999),
-                h.max(),
+                h.max()
             );
             h.reset();
             out
         }
-        _ => (0, 0, 0, 0, 0),
+        _ => format!("{name}s=0"),
     })
 }
 
@@ -163,14 +194,14 @@ pub fn start(shard: usize, interval: Duration, threshold: Duration) {
         loop {
             glommio::timer::sleep(interval).await;
             let r = take_report();
-            let (produces, p50, p99, p999, pmax) = take_produce();
+            let produce = take_service(Service::Produce);
+            let fetch = take_service(Service::Fetch);
             let write_us = MAX_WRITE.with(|c| c.replace(Duration::ZERO)).as_micros() as u64;
             let fsync_us = MAX_SYNC.with(|c| c.replace(Duration::ZERO)).as_micros() as u64;
             // One field, so that both lines below carry the same figures.
+            let extra = EXTRA.with(Cell::get).map(|f| f()).unwrap_or_default();
             let service = format!(
-                "produces={produces} produce_p50_us={p50} produce_p99_us={p99} \
-                 produce_p999_us={p999} produce_max_us={pmax} \
-                 longest_write_us={write_us} longest_fsync_us={fsync_us}"
+                "{produce} {fetch} longest_write_us={write_us} longest_fsync_us={fsync_us} {extra}"
             );
             let stalled = r.max_poll > threshold || r.max_tick_lateness > threshold;
             if stalled {
@@ -218,13 +249,13 @@ mod tests {
         assert_eq!(r.slow_polls, 1);
         assert!(r.max_poll >= Duration::from_millis(3), "{r:?}");
         assert_eq!(take_report().polls, 0);
-        record_produce(Duration::from_micros(100));
-        record_produce(Duration::from_micros(300));
-        let (n, p50, _, _, max) = take_produce();
-        assert_eq!(n, 2);
-        assert!((99..=101).contains(&p50), "{p50}");
-        assert!((299..=301).contains(&max), "{max}");
-        assert_eq!(take_produce().0, 0);
+        record_service(Service::Produce, Duration::from_micros(100));
+        record_service(Service::Produce, Duration::from_micros(300));
+        let line = take_service(Service::Produce);
+        assert!(line.starts_with("produces=2 produce_p50_us=100 "), "{line}");
+        assert!(line.ends_with("produce_max_us=300"), "{line}");
+        assert_eq!(take_service(Service::Produce), "produces=0");
+        assert_eq!(take_service(Service::Fetch), "fetchs=0");
         ENABLED.with(|c| c.set(false));
         assert!(matches!(
             instrument(async {}),

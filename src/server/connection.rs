@@ -40,6 +40,7 @@ use kafka_protocol::messages::ApiKey;
 use crate::cluster::partition_manager::broker_config;
 use crate::protocol::check_frame_len;
 use crate::runtime;
+use crate::runtime::stall::Service;
 
 use super::handlers::{self, Reply};
 use super::limits::{admit_request, ConnectionSlot, RequestPermit};
@@ -57,8 +58,8 @@ struct Answer {
     reply: Reply,
     /// A Produce keeps its bytes counted under `queued.max.request.bytes` until answered.
     permit: Option<RequestPermit>,
-    /// When the frame was read, for the stall detector's Produce service times.
-    started: Option<Instant>,
+    /// When the frame was read, for the stall detector's Produce and Fetch service times.
+    started: Option<(Service, Instant)>,
 }
 
 /// Serves one connection until the peer closes it, goes idle, or sends
@@ -143,7 +144,14 @@ pub async fn serve(mut stream: TcpStream, _slot: ConnectionSlot) {
             permit.release();
             None
         };
-        let started = (keep && runtime::stall::enabled()).then(Instant::now);
+        let service = if buf[..2] == (ApiKey::Fetch as i16).to_be_bytes() {
+            Some(Service::Fetch)
+        } else {
+            keep.then_some(Service::Produce)
+        };
+        let started = service
+            .filter(|_| runtime::stall::enabled())
+            .map(|kind| (kind, Instant::now()));
         let reply = match handlers::handle(Bytes::from(buf), &host).await {
             Ok(r) => r,
             Err(e) => {
@@ -210,8 +218,8 @@ async fn write_answers(
                 break;
             }
         }
-        if let Some(t) = answer.started {
-            runtime::stall::record_produce(t.elapsed());
+        if let Some((kind, t)) = answer.started {
+            runtime::stall::record_service(kind, t.elapsed());
         }
         drop(answer.permit);
     }

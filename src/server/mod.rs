@@ -89,6 +89,7 @@ pub fn run_start(args: StartArgs) -> anyhow::Result<()> {
 }
 
 async fn shard_main(id: usize, cfg: Arc<BrokerConfig>) {
+    runtime::stall::set_extra(crate::storage::read_figures);
     runtime::stall::start(
         id,
         std::time::Duration::from_millis(cfg.stall_interval_ms),

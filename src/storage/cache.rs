@@ -15,6 +15,18 @@ const SHARD_BYTES: usize = 256 << 20;
 
 thread_local! {
     static SHARD_USED: Cell<usize> = const { Cell::new(0) };
+    static HITS: Cell<u64> = const { Cell::new(0) };
+    static MISSES: Cell<u64> = const { Cell::new(0) };
+}
+
+/// Reads served by this shard's caches and reads that had to go to the
+/// segment files since the last call, and the bytes cached now; resets the counts.
+pub fn take_counts() -> (u64, u64, usize) {
+    (
+        HITS.with(|c| c.replace(0)),
+        MISSES.with(|c| c.replace(0)),
+        SHARD_USED.with(Cell::get),
+    )
 }
 
 /// One cached batch.
@@ -70,8 +82,13 @@ impl RecentBatches {
     /// Whole batches from the one holding `offset`, as `PartitionLog::read` would return them;
     /// None if `offset` is older than the cache.
     pub fn read(&self, offset: i64, max_bytes: usize, max_offset_exclusive: i64) -> Option<Bytes> {
-        let first = self.entries.front()?;
-        if offset < first.base {
+        let hit = self
+            .entries
+            .front()
+            .is_some_and(|first| offset >= first.base);
+        let counter = if hit { &HITS } else { &MISSES };
+        counter.with(|c| c.set(c.get() + 1));
+        if !hit {
             return None;
         }
         let i = self.entries.partition_point(|e| e.last < offset);

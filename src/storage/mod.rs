@@ -60,3 +60,11 @@ pub use index::OffsetIndex;
 pub use log::{AppendResult, PartitionLog};
 pub use log_producers::ProducerSnapshot;
 pub use log_txn::batches_end_offset;
+
+/// This shard's read figures since the last call, as `key=value` pairs for
+/// the stall detector's line: reads served by the recent-batch cache, reads
+/// that went to the segment files, and the bytes the shard's caches hold.
+pub fn read_figures() -> String {
+    let (hits, misses, bytes) = cache::take_counts();
+    format!("cache_hits={hits} cache_misses={misses} cache_bytes={bytes}")
+}

@@ -15,6 +15,15 @@ const MAX_FETCH_WINDOW: usize = 1 << 20;
 /// Window used when walking batch headers (producer state replay).
 const HEADER_WALK_WINDOW: usize = 64 << 10;
 
+/// Bytes a fetch of `max_bytes` reads from a segment file at once: its bytes
+/// plus room for the header of the batch after them, which tells the walk in
+/// `read_from` to stop. Without that room, a 1 MiB fetch whose batches ended
+/// within a header of the window's end read the file twice more (a window
+/// from that header, then the answer again).
+fn fetch_window(max_bytes: usize) -> usize {
+    max_bytes.min(MAX_FETCH_WINDOW).saturating_add(HEADER_LEN)
+}
+
 /// A cached span of a segment file used to parse successive batch headers with few reads.
 pub(crate) struct Window<'a> {
     file: &'a SegFile,
@@ -98,8 +107,7 @@ impl Segment {
         max_offset_exclusive: i64,
     ) -> Result<Bytes> {
         let size = self.size();
-        let chunk = max_bytes.saturating_add(HEADER_LEN).min(MAX_FETCH_WINDOW);
-        let mut w = Window::new(&self.file, size, chunk);
+        let mut w = Window::new(&self.file, size, fetch_window(max_bytes));
         let mut end = pos;
         while end < size {
             let (h, n) = w.header(end).await?.ok_or_else(|| corrupt_at(self, end))?;
