@@ -447,6 +447,8 @@ impl BrokerConfig {
             message_timestamp_type: ts,
             io_mode,
             producer_id_expiration_ms,
+            flush_messages: positive("flush.messages", 1)?,
+            flush_ms: positive("flush.ms", 0)?,
         })
     }
 }
@@ -533,14 +535,14 @@ pub const TOPIC_CONFIGS: &[TopicConfigDef] = &[
         None,
         "9223372036854775807",
         ConfigKind::Long,
-        false
+        true
     ),
     tc!(
         "flush.ms",
         None,
         "9223372036854775807",
         ConfigKind::Long,
-        false
+        true
     ),
     tc!(
         "index.interval.bytes",
@@ -666,8 +668,12 @@ pub fn validate_topic_config(name: &str, value: &str) -> Result<(), String> {
     let min = match name {
         "retention.ms" | "retention.bytes" => -1,
         "segment.bytes" => 14,
-        "segment.ms" | "min.insync.replicas" | "segment.index.bytes" | "max.compaction.lag.ms" => 1,
-        "delete.retention.ms" | "min.compaction.lag.ms" => 0,
+        "segment.ms"
+        | "min.insync.replicas"
+        | "segment.index.bytes"
+        | "max.compaction.lag.ms"
+        | "flush.messages" => 1,
+        "delete.retention.ms" | "min.compaction.lag.ms" | "flush.ms" => 0,
         _ => i64::MIN,
     };
     if matches!(def.kind, ConfigKind::Long | ConfigKind::Int) && n < min {

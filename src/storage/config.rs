@@ -96,6 +96,12 @@ pub struct LogConfig {
     /// is older than this, and that has no open transaction, is forgotten at housekeeping;
     /// default 1 day.
     pub producer_id_expiration_ms: i64,
+    /// flush.messages: fdatasync once this many messages are not yet durable
+    /// (acks=0/1 appends; acks=all syncs every request anyway), default i64::MAX (never).
+    pub flush_messages: i64,
+    /// flush.ms: fdatasync at most this long after an append that left data
+    /// not yet durable, default i64::MAX (never).
+    pub flush_ms: i64,
 }
 
 impl Default for LogConfig {
@@ -117,6 +123,8 @@ impl Default for LogConfig {
             max_compaction_lag_ms: i64::MAX,
             min_cleanable_dirty_ratio: 0.5,
             producer_id_expiration_ms: DAY_MS,
+            flush_messages: i64::MAX,
+            flush_ms: i64::MAX,
         }
     }
 }

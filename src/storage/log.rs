@@ -68,6 +68,8 @@ pub struct PartitionLog {
     pub(crate) recent: RefCell<RecentBatches>,
     /// Set while a cleaning pass runs (one at a time per log; see `compact.rs`).
     pub(crate) cleaner_busy: Cell<bool>,
+    /// A `flush.ms` timer is armed for data not yet durable.
+    pub(crate) flush_timer_armed: Cell<bool>,
     /// Idempotent producers' state, covering every batch below `log_end`. Changed only under
     /// the append lock; never borrowed across an await.
     pub(crate) producer_state: RefCell<ProducerStateMap>,
@@ -154,6 +156,7 @@ impl PartitionLog {
             sync_count: Cell::new(0),
             recent: RefCell::new(RecentBatches::default()),
             cleaner_busy: Cell::new(false),
+            flush_timer_armed: Cell::new(false),
             producer_state: RefCell::new(ProducerStateMap::default()),
             first_unstable: Cell::new(None),
             out_of_space: Cell::new(false),
@@ -355,6 +358,26 @@ impl PartitionLog {
         self.sync_count.set(self.sync_count.get() + 1);
         self.durable_end.set(self.durable_end.get().max(target));
         Ok(())
+    }
+
+    /// The topic's flush policy after an append whose producer did not ask
+    /// for durability (acks=0/1): `Some(Duration::ZERO)` when `flush.messages`
+    /// messages are not yet durable (sync now, as Kafka does in the append);
+    /// `Some(flush.ms)` when a `flush.ms` timer should be armed (none is yet);
+    /// None otherwise.
+    pub fn flush_due(&self) -> Option<std::time::Duration> {
+        let cfg = self.config.borrow();
+        let pending = self.log_end.get() - self.durable_end.get();
+        if pending <= 0 {
+            return None;
+        }
+        if pending >= cfg.flush_messages {
+            return Some(std::time::Duration::ZERO);
+        }
+        if cfg.flush_ms < i64::MAX && !self.flush_timer_armed.get() {
+            return Some(std::time::Duration::from_millis(cfg.flush_ms as u64));
+        }
+        None
     }
 
     /// Whole batches from the one holding `fetch_offset`; see the module docs.

@@ -3,6 +3,7 @@
 
 use std::path::Path;
 use std::rc::Rc;
+use std::time::Duration;
 
 use bytes::Bytes;
 
@@ -486,6 +487,46 @@ fn group_commit_flush_and_concurrent_appends() {
         assert_eq!(log.sync_count.get(), syncs + 1);
         assert_eq!(log.durable_end.get(), 60);
         assert_eq!(read_all(&log, 0).await.len(), 40);
+    });
+}
+
+#[test]
+fn flush_policy_follows_flush_messages_and_flush_ms() {
+    run(|| async {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let cfg = LogConfig {
+            flush_messages: 5,
+            ..small_config(IoMode::Direct)
+        };
+        let log = PartitionLog::open(dir.path(), cfg.clone(), 0)
+            .await
+            .expect("open");
+        assert_eq!(log.flush_due(), None, "nothing pending");
+        log.append(Bytes::from(simple_batch(3, 0, 10)), 1)
+            .await
+            .expect("append");
+        assert_eq!(log.flush_due(), None, "3 of 5 messages pending");
+        log.append(Bytes::from(simple_batch(2, 0, 10)), 1)
+            .await
+            .expect("append");
+        assert_eq!(log.flush_due(), Some(Duration::ZERO), "5 pending: sync now");
+        log.flush(4).await.expect("flush");
+        assert_eq!(log.flush_due(), None);
+        // flush.ms: a timer is asked for once, until it has run.
+        log.set_config(LogConfig {
+            flush_ms: 250,
+            ..cfg
+        });
+        log.append(Bytes::from(simple_batch(1, 0, 10)), 1)
+            .await
+            .expect("append");
+        assert_eq!(log.flush_due(), Some(Duration::from_millis(250)));
+        log.flush_timer_armed.set(true);
+        assert_eq!(log.flush_due(), None, "timer already armed");
+        // The defaults never sync on their own.
+        log.set_config(small_config(IoMode::Direct));
+        log.flush_timer_armed.set(false);
+        assert_eq!(log.flush_due(), None);
     });
 }
 

@@ -238,7 +238,7 @@ async fn append_on_owner(
     let appends = items
         .into_iter()
         .map(|(slot, topic, index, records)| async move {
-            let r = append_one(&topic, index, records, now).await;
+            let r = append_one(&topic, index, records, acks, now).await;
             (slot, topic, index, r)
         });
     let mut appended = Vec::new();
@@ -288,6 +288,7 @@ async fn append_one(
     topic: &str,
     index: i32,
     records: Bytes,
+    acks: i16,
     now: i64,
 ) -> Result<(Appended, Option<(Rc<Partition>, i64)>), StorageError> {
     let Some(p) = partition_manager::get(topic, index).await? else {
@@ -298,6 +299,9 @@ async fn append_one(
     };
     let r = p.log.append(records, now).await?;
     p.appended.notify_all();
+    if acks != -1 {
+        apply_flush_policy(&p, r.last_offset).await?;
+    }
     let a = Appended {
         error_code: 0,
         error_message: None,
@@ -306,6 +310,33 @@ async fn append_one(
         log_start_offset: r.log_start_offset,
     };
     Ok((a, Some((p, r.last_offset))))
+}
+
+/// The topic's `flush.messages` / `flush.ms` after an acks=0/1 append:
+/// `flush.messages` reached syncs before answering (as Kafka's append does);
+/// `flush.ms` arms one timer per partition that syncs what is pending then.
+async fn apply_flush_policy(p: &Rc<Partition>, last_offset: i64) -> Result<(), StorageError> {
+    match p.log.flush_due() {
+        Some(wait) if wait.is_zero() => p.log.flush(last_offset).await,
+        Some(wait) => {
+            p.log.flush_timer_armed.set(true);
+            let p = Rc::clone(p);
+            runtime::spawn(async move {
+                runtime::sleep(wait).await;
+                p.log.flush_timer_armed.set(false);
+                if p.log.closed.get() {
+                    return; // deleted or shutting down: close syncs what it keeps
+                }
+                let upto = p.log.log_end_offset() - 1;
+                if let Err(e) = p.log.flush(upto).await {
+                    tracing::error!(topic = %p.topic, partition = p.index, error = %e,
+                        "flush.ms sync failed");
+                }
+            });
+            Ok(())
+        }
+        None => Ok(()),
+    }
 }
 
 /// The Kafka error for a storage failure.
