@@ -220,9 +220,10 @@ struct OwnerReply {
 /// Slots whose fsync failed, with the error to answer.
 type Failures = Vec<(usize, Appended)>;
 
-fn failed(topic: &str, index: i32, e: StorageError) -> Appended {
+/// The answer for a partition whose `step` ("append" or "fsync") failed; I/O errors are logged.
+fn failed(step: &str, topic: &str, index: i32, e: StorageError) -> Appended {
     if let StorageError::Io(_) = e {
-        tracing::error!(topic, partition = index, error = %e, "append failed");
+        tracing::error!(topic, partition = index, error = %e, "{step} failed");
     }
     Appended::error(storage_error(&e), Some(e.to_string()))
 }
@@ -252,7 +253,7 @@ async fn append_on_owner(
                 }
             }
             Ok((a, None)) => appended.push((slot, a)),
-            Err(e) => appended.push((slot, failed(&topic, index, e))),
+            Err(e) => appended.push((slot, failed("append", &topic, index, e))),
         }
     }
     if to_flush.is_empty() {
@@ -272,7 +273,9 @@ async fn append_on_owner(
         let failures = futures::future::join_all(flushes)
             .await
             .into_iter()
-            .filter_map(|(slot, topic, index, r)| r.err().map(|e| (slot, failed(&topic, index, e))))
+            .filter_map(|(slot, topic, index, r)| {
+                r.err().map(|e| (slot, failed("fsync", &topic, index, e)))
+            })
             .collect();
         let _ = tx.send(failures);
     });
