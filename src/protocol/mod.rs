@@ -7,6 +7,7 @@
 //! frame holds (`bounds`), before the crate decodes them.
 
 pub mod bounds;
+pub mod parts;
 #[rustfmt::skip]
 pub mod schema_gen;
 pub mod versions;

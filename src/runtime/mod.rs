@@ -8,6 +8,7 @@
 //! is shared behind a lock.
 
 pub mod notify;
+pub mod splice;
 pub mod stall;
 
 use std::future::Future;

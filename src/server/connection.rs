@@ -28,7 +28,8 @@
 
 use std::io::ErrorKind;
 use std::net::Shutdown;
-use std::os::fd::{AsRawFd, FromRawFd};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -39,6 +40,7 @@ use kafka_protocol::messages::ApiKey;
 
 use crate::cluster::partition_manager::broker_config;
 use crate::protocol::check_frame_len;
+use crate::protocol::parts::Part;
 use crate::runtime;
 use crate::runtime::stall::Service;
 
@@ -195,14 +197,18 @@ async fn write_answers(
     peer: &str,
     idle_ms: u64,
 ) {
+    // A second fd of the socket for splices, made on the first one.
+    let mut splice_sock: Option<Arc<OwnedFd>> = None;
     while let Some(answer) = queue.next().await {
         let frame = match answer.reply {
-            Reply::Now(frame) => Ok(frame),
-            Reply::Later(frame) => frame.await,
+            Reply::Now(frame) => Ok(frame.map(|b| vec![Part::Mem(b)])),
+            Reply::Later(frame) => frame.await.map(|f| f.map(|b| vec![Part::Mem(b)])),
+            Reply::Parts(parts) => Ok(Some(parts)),
         };
         match frame {
-            Ok(Some(resp)) => {
-                if let Err(e) = stream.write_all(&resp).await {
+            Ok(Some(parts)) => {
+                let sent = send_parts(&mut stream, &mut splice_sock, parts, idle_ms).await;
+                if let Err(e) = sent {
                     if e.kind() == ErrorKind::TimedOut {
                         tracing::info!(%peer, idle_ms,
                             "closing connection: response not read (connections.max.idle.ms)");
@@ -225,6 +231,32 @@ async fn write_answers(
     }
     // Dropping a glommio stream closes it later on the executor: close now.
     let _ = stream.shutdown(Shutdown::Both).await;
+}
+
+/// Writes one response: its bytes through the stream, its file ranges
+/// spliced from the segment files (`runtime::splice`), in order. A splice
+/// that moves nothing for `idle_ms` fails with `TimedOut`, as a write does.
+async fn send_parts(
+    stream: &mut TcpStream,
+    splice_sock: &mut Option<Arc<OwnedFd>>,
+    parts: Vec<Part>,
+    idle_ms: u64,
+) -> std::io::Result<()> {
+    for part in parts {
+        match part {
+            Part::Mem(b) => stream.write_all(&b).await?,
+            Part::File(r) => {
+                stream.flush().await?;
+                let sock = match splice_sock {
+                    Some(s) => s,
+                    None => splice_sock.insert(runtime::splice::dup_socket(stream.as_raw_fd())?),
+                };
+                let step = (idle_ms > 0).then(|| Duration::from_millis(idle_ms));
+                runtime::splice::send_file(sock, &r.fd, r.pos, r.len, step).await?;
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Reads a frame body of `size` bytes. Fails with `TimedOut` when the peer

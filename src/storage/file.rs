@@ -162,6 +162,19 @@ impl SegFile {
         &self.path
     }
 
+    /// The same file opened again, read-only and through the page cache, for
+    /// splicing ranges of it into sockets. Opened through `/proc/self/fd`, so
+    /// it is this file even if the path has since been renamed over.
+    pub fn reopen_for_splice(&self) -> std::io::Result<std::os::fd::OwnedFd> {
+        use std::os::fd::AsRawFd;
+        let fd = match &self.inner {
+            Inner::Direct(f) => f.as_raw_fd(),
+            Inner::Buffered(f) => f.as_raw_fd(),
+        };
+        let f = std::fs::File::open(format!("/proc/self/fd/{fd}"))?;
+        Ok(f.into())
+    }
+
     pub fn is_direct(&self) -> bool {
         matches!(self.inner, Inner::Direct(_))
     }

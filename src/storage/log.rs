@@ -21,6 +21,7 @@ use super::error::{Result, StorageError};
 use super::file::{read_small_file, sync_dir};
 use super::producer_state::{ProducerBatch, ProducerStateMap, Staged};
 use super::segment::{AppendPlan, Segment};
+use super::segment_read::FetchRecords;
 
 /// Marker written by a clean close and removed on open.
 pub(crate) const CLEAN_MARKER: &str = "clean-shutdown";
@@ -387,6 +388,26 @@ impl PartitionLog {
         max_bytes: usize,
         max_offset_exclusive: i64,
     ) -> Result<Bytes> {
+        match self
+            .read_records(fetch_offset, max_bytes, max_offset_exclusive, None)
+            .await?
+        {
+            FetchRecords::Mem(b) => Ok(b),
+            // Not asked for (no minimum length given): never returned.
+            FetchRecords::File(_) => Err(StorageError::Io("unexpected file range".into())),
+        }
+    }
+
+    /// As [`PartitionLog::read`], but records wholly in a rolled segment and
+    /// below `max_offset_exclusive` come back as a file range to splice when
+    /// they are at least `splice_min` bytes (`None`: always in memory).
+    pub async fn read_records(
+        &self,
+        fetch_offset: i64,
+        max_bytes: usize,
+        max_offset_exclusive: i64,
+        splice_min: Option<usize>,
+    ) -> Result<FetchRecords> {
         self.check_open()?;
         let (start, end) = (self.log_start.get(), self.log_end.get());
         if fetch_offset < start || fetch_offset > end {
@@ -397,25 +418,45 @@ impl PartitionLog {
             });
         }
         if fetch_offset == end || fetch_offset >= max_offset_exclusive {
-            return Ok(Bytes::new());
+            return Ok(FetchRecords::Mem(Bytes::new()));
         }
         if let Some(hit) = self
             .recent
             .borrow()
             .read(fetch_offset, max_bytes, max_offset_exclusive)
         {
-            return Ok(hit);
+            return Ok(FetchRecords::Mem(hit));
         }
         let segs = self.segments_snapshot();
         let first = segs
             .partition_point(|s| s.base_offset <= fetch_offset)
             .saturating_sub(1);
-        for seg in &segs[first..] {
-            if let Some(pos) = seg.locate(fetch_offset).await? {
-                return seg.read_from(pos, max_bytes, max_offset_exclusive).await;
+        let last = segs.len().saturating_sub(1);
+        for (i, seg) in segs.iter().enumerate().skip(first) {
+            let Some((pos, first_len, first_last)) = seg.locate_batch(fetch_offset).await? else {
+                continue;
+            };
+            if let Some(min) = splice_min.filter(|_| seg.next_offset() <= max_offset_exclusive) {
+                // The active segment's last block is rewritten by the next
+                // O_DIRECT append (its unaligned tail): only whole blocks
+                // before it are read through the page cache.
+                let size = seg.size();
+                let safe_end = if i == last && seg.file.is_direct() {
+                    size - size % super::file::ALIGN
+                } else {
+                    size
+                };
+                if let Some(range) =
+                    seg.file_range(pos, (first_len, first_last), max_bytes, min, safe_end)
+                {
+                    return Ok(FetchRecords::File(range));
+                }
             }
+            return Ok(FetchRecords::Mem(
+                seg.read_from(pos, max_bytes, max_offset_exclusive).await?,
+            ));
         }
-        Ok(Bytes::new())
+        Ok(FetchRecords::Mem(Bytes::new()))
     }
 
     pub fn log_start_offset(&self) -> i64 {

@@ -60,11 +60,14 @@ pub use index::OffsetIndex;
 pub use log::{AppendResult, PartitionLog};
 pub use log_producers::ProducerSnapshot;
 pub use log_txn::batches_end_offset;
+pub use segment_read::{FetchRecords, FileRange};
 
 /// This shard's read figures since the last call, as `key=value` pairs for
 /// the stall detector's line: reads served by the recent-batch cache, reads
-/// that went to the segment files, and the bytes the shard's caches hold.
+/// that went to the segment files, the bytes the shard's caches hold, and
+/// the bytes it spliced from segment files to sockets (`runtime::splice`).
 pub fn read_figures() -> String {
     let (hits, misses, bytes) = cache::take_counts();
-    format!("cache_hits={hits} cache_misses={misses} cache_bytes={bytes}")
+    let spliced = crate::runtime::splice::take_spliced_bytes();
+    format!("cache_hits={hits} cache_misses={misses} cache_bytes={bytes} spliced_bytes={spliced}")
 }

@@ -73,6 +73,9 @@ pub(crate) struct Segment {
     pub file: SegFile,
     pub dir: PathBuf,
     pub st: RefCell<SegState>,
+    /// The `.log` file opened for splicing (`SegFile::reopen_for_splice`),
+    /// opened on the first zero-copy read; None inside if that failed.
+    pub splice_fd: std::cell::OnceCell<Option<std::sync::Arc<std::os::fd::OwnedFd>>>,
 }
 
 /// Everything `Segment::append` needs besides the bytes.

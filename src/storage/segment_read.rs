@@ -24,6 +24,38 @@ fn fetch_window(max_bytes: usize) -> usize {
     max_bytes.min(MAX_FETCH_WINDOW).saturating_add(HEADER_LEN)
 }
 
+/// A range of a segment file holding whole batches, to be sent to a socket
+/// without a copy through user space (`runtime::splice`). The fd keeps the
+/// file readable even if the segment is deleted meanwhile.
+#[derive(Clone)]
+pub struct FileRange {
+    pub fd: std::sync::Arc<std::os::fd::OwnedFd>,
+    pub pos: u64,
+    pub len: usize,
+    /// The offset after the range's last batch.
+    pub end_offset: i64,
+}
+
+/// Records read for a fetch: in memory (cache, active segment, small reads),
+/// or a file range of a rolled segment.
+pub enum FetchRecords {
+    Mem(Bytes),
+    File(FileRange),
+}
+
+impl FetchRecords {
+    pub fn len(&self) -> usize {
+        match self {
+            FetchRecords::Mem(b) => b.len(),
+            FetchRecords::File(r) => r.len,
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
 /// A cached span of a segment file used to parse successive batch headers with few reads.
 pub(crate) struct Window<'a> {
     file: &'a SegFile,
@@ -82,6 +114,11 @@ impl Segment {
     /// File position of the batch holding `offset` (or the first batch after it), None if the
     /// segment ends before.
     pub async fn locate(&self, offset: i64) -> Result<Option<u64>> {
+        Ok(self.locate_batch(offset).await?.map(|(pos, _, _)| pos))
+    }
+
+    /// As [`Segment::locate`], with the size and last offset of the batch found.
+    pub async fn locate_batch(&self, offset: i64) -> Result<Option<(u64, usize, i64)>> {
         let (mut pos, size) = {
             let st = self.st.borrow();
             let r = rel(self.base_offset, offset.max(self.base_offset));
@@ -91,11 +128,87 @@ impl Segment {
         while pos < size {
             let (h, n) = w.header(pos).await?.ok_or_else(|| corrupt_at(self, pos))?;
             if h.last_offset() >= offset {
-                return Ok(Some(pos));
+                return Ok(Some((pos, n, h.last_offset())));
             }
             pos += n as u64;
         }
         Ok(None)
+    }
+
+    /// The whole batches from `pos` (where a batch of `first_len` bytes, ending
+    /// at offset `first_last`, starts)
+    /// that fit in `max_bytes` and end by `safe_end`, as a range of the file to
+    /// splice, without reading them: the range ends at the last offset-index
+    /// entry (a batch start) within both limits, or at the end of the segment
+    /// when `safe_end` is its size. The first batch is always included
+    /// (KIP-74) if it ends by `safe_end`. The caller checks that the range is
+    /// below the fetch bound. None if the range is under `min_len` or the
+    /// file cannot be opened for splicing.
+    pub fn file_range(
+        &self,
+        pos: u64,
+        (first_len, first_last): (usize, i64),
+        max_bytes: usize,
+        min_len: usize,
+        safe_end: u64,
+    ) -> Option<FileRange> {
+        let (end, end_offset) = {
+            let st = self.st.borrow();
+            let safe_end = safe_end.min(st.size);
+            let limit = pos.saturating_add(max_bytes as u64);
+            let first_end = pos + first_len as u64;
+            if first_end > safe_end {
+                return None;
+            }
+            if limit >= st.size && safe_end == st.size {
+                (st.size, st.next_offset)
+            } else {
+                let cap = limit.min(safe_end);
+                let i = st
+                    .index
+                    .entries
+                    .partition_point(|&(_, p)| u64::from(p) <= cap);
+                // An entry's offset is that of the batch starting there.
+                match i.checked_sub(1).and_then(|i| st.index.entries.get(i)) {
+                    Some(&(r, p)) if u64::from(p) > first_end => {
+                        (u64::from(p), self.base_offset + i64::from(r))
+                    }
+                    _ => (first_end, first_last + 1),
+                }
+            }
+        };
+        let len = usize::try_from(end.checked_sub(pos)?).ok()?;
+        if len < min_len.max(1) {
+            return None;
+        }
+        let fd = self
+            .splice_fd
+            .get_or_init(|| match self.file.reopen_for_splice() {
+                Ok(fd) => {
+                    // No read-ahead: in direct mode the active segment's last
+                    // block is rewritten by O_DIRECT appends, and a page read
+                    // ahead of the range could be cached while that happens.
+                    let _ = nix::fcntl::posix_fadvise(
+                        std::os::fd::AsRawFd::as_raw_fd(&fd),
+                        0,
+                        0,
+                        nix::fcntl::PosixFadviseAdvice::POSIX_FADV_RANDOM,
+                    );
+                    Some(std::sync::Arc::new(fd))
+                }
+                Err(e) => {
+                    tracing::warn!(file = %self.file.path().display(), error = %e,
+                        "cannot reopen segment for splicing; its reads are copied");
+                    None
+                }
+            })
+            .clone()?;
+        Some(FileRange {
+            fd,
+            pos,
+            len,
+            end_offset,
+        })
     }
 
     /// Whole batches from `pos`: the first one always (if its base offset is below

@@ -35,6 +35,7 @@ impl Segment {
                 next_offset: base_offset,
                 ..SegState::default()
             }),
+            splice_fd: Default::default(),
         }
     }
 

@@ -23,8 +23,15 @@ use kafka_protocol::messages::{FetchRequest, FetchResponse, ProducerId};
 
 use super::{by_shard, topic_name, topic_str};
 use crate::cluster::{image, owner_shard, partition_manager};
+use crate::protocol::parts::{stand_in, MAX_SPLICE_LEN};
 use crate::protocol::Request;
 use crate::runtime;
+use crate::storage::{FetchRecords, FileRange};
+
+/// With `fetch.splice.enable`, reads from segment files at least this long
+/// are spliced to the socket (`runtime::splice`); shorter ones are copied,
+/// which costs less than the splice round trips.
+const SPLICE_MIN_BYTES: usize = 32 << 10;
 
 /// One partition to read: its slot in the response, name, index, offset, byte limit.
 #[derive(Clone)]
@@ -44,7 +51,7 @@ struct Got {
     high_watermark: i64,
     last_stable_offset: i64,
     log_start_offset: i64,
-    records: Bytes,
+    records: FetchRecords,
     /// (producer id, first offset) of the aborted transactions overlapping `records`; None for
     /// READ_UNCOMMITTED (Kafka sends a null array then).
     aborted: Option<Vec<(i64, i64)>>,
@@ -57,17 +64,20 @@ impl Got {
             high_watermark,
             last_stable_offset: high_watermark,
             log_start_offset,
-            records: Bytes::new(),
+            records: FetchRecords::Mem(Bytes::new()),
             aborted: None,
         }
     }
 }
 
-pub async fn handle(req: &Request, body: FetchRequest) -> FetchResponse {
+/// The response, and the file ranges its stand-in records stand for, in
+/// response order (`protocol::parts`).
+pub async fn handle(req: &Request, body: FetchRequest) -> (FetchResponse, Vec<FileRange>) {
     let mut resp = FetchResponse::default();
+    let mut files = Vec::new();
     if req.version >= 7 && body.session_id != 0 {
         resp.error_code = ResponseError::FetchSessionIdNotFound.code();
-        return resp;
+        return (resp, files);
     }
     let img = image();
     let shards = runtime::nr_shards();
@@ -148,14 +158,24 @@ pub async fn handle(req: &Request, body: FetchRequest) -> FetchResponse {
                 .get_mut(slot)
                 .and_then(Option::take)
                 .unwrap_or(Got::error(ResponseError::UnknownServerError.code(), -1, -1));
-            let mut records = g.records;
             let mut aborted = g.aborted;
-            if !records.is_empty() {
-                if first || records.len() <= budget {
-                    budget = budget.saturating_sub(records.len());
+            let mut records = Bytes::new();
+            if !g.records.is_empty() {
+                if first || g.records.len() <= budget {
+                    budget = budget.saturating_sub(g.records.len());
                     first = false;
+                    records = match g.records {
+                        FetchRecords::Mem(b) => b,
+                        FetchRecords::File(r) => match stand_in(r.len) {
+                            Some(b) => {
+                                files.push(r);
+                                b
+                            }
+                            // read_partition keeps ranges within the limit.
+                            None => Bytes::new(),
+                        },
+                    };
                 } else {
-                    records = Bytes::new();
                     aborted = aborted.map(|_| Vec::new());
                 }
             }
@@ -182,13 +202,15 @@ pub async fn handle(req: &Request, body: FetchRequest) -> FetchResponse {
         }
         resp.responses.push(out);
     }
-    resp
+    (resp, files)
 }
 
 /// Reads every wanted partition on its owner shard. Each shard reads its
 /// partitions in request order with `max_bytes` between them (at least one
 /// whole batch, KIP-74), so one fetch holds at most shards x (`max_bytes` +
-/// a batch) of records however many partitions it names.
+/// a batch) of records however many partitions it names. When the
+/// partitions' own limits add up to no more than `max_bytes`, a shard reads
+/// them all at once (the bound is then their sum plus a batch each).
 async fn read_all(wants: &[Want], shards: usize, max_bytes: usize) -> Vec<(usize, Got)> {
     let work = wants
         .iter()
@@ -208,26 +230,42 @@ async fn read_all(wants: &[Want], shards: usize, max_bytes: usize) -> Vec<(usize
 }
 
 async fn read_on_owner(items: Vec<Want>, max_bytes: usize) -> Vec<(usize, Got)> {
+    // When every partition's limit fits in the shard's share, the budget
+    // cannot run out, so the reads go to the disk together: a catch-up
+    // consumer's partitions are read at queue depth N instead of one by one.
+    let fits = items
+        .iter()
+        .try_fold(0usize, |sum, w| sum.checked_add(w.max_bytes))
+        .is_some_and(|sum| sum <= max_bytes);
+    if fits && items.len() > 1 {
+        let reads = items.into_iter().map(|w| async move {
+            let g = read_item(&w, Some(w.max_bytes)).await;
+            (w.slot, g)
+        });
+        return futures::future::join_all(reads).await;
+    }
     let mut out = Vec::with_capacity(items.len());
     let mut left = max_bytes;
     let mut read_any = false;
     for w in items {
-        let g = match partition_manager::get(&w.topic, w.index).await {
-            Ok(Some(p)) => {
-                // Until this shard has returned records, a read may return one
-                // batch larger than what is left (KIP-74).
-                let spent = read_any && left == 0;
-                let g = read_partition(&p, &w, (!spent).then(|| w.max_bytes.min(left))).await;
-                left = left.saturating_sub(g.records.len());
-                read_any |= !g.records.is_empty();
-                g
-            }
-            Ok(None) => Got::error(ResponseError::UnknownTopicOrPartition.code(), -1, -1),
-            Err(e) => Got::error(super::produce::storage_error(&e).code(), -1, -1),
-        };
+        // Until this shard has returned records, a read may return one
+        // batch larger than what is left (KIP-74).
+        let spent = read_any && left == 0;
+        let g = read_item(&w, (!spent).then(|| w.max_bytes.min(left))).await;
+        left = left.saturating_sub(g.records.len());
+        read_any |= !g.records.is_empty();
         out.push((w.slot, g));
     }
     out
+}
+
+/// Looks the partition up on this (its owner) shard and reads it.
+async fn read_item(w: &Want, max_bytes: Option<usize>) -> Got {
+    match partition_manager::get(&w.topic, w.index).await {
+        Ok(Some(p)) => read_partition(&p, w, max_bytes).await,
+        Ok(None) => Got::error(ResponseError::UnknownTopicOrPartition.code(), -1, -1),
+        Err(e) => Got::error(super::produce::storage_error(&e).code(), -1, -1),
+    }
 }
 
 /// Reads one partition: below the high watermark, or below the last stable offset for
@@ -249,19 +287,42 @@ async fn read_partition(
             high_watermark: hw,
             last_stable_offset: lso,
             log_start_offset: log_start,
-            records: Bytes::new(),
+            records: FetchRecords::Mem(Bytes::new()),
             aborted: w.read_committed.then(Vec::new),
         };
     };
     let bound = if w.read_committed { lso } else { hw };
-    let records = match p.log.read(w.offset, max_bytes, bound).await {
+    let splice = partition_manager::broker_config().fetch_splice && runtime::splice::available();
+    let splice_min = splice.then_some(SPLICE_MIN_BYTES);
+    let read = match p
+        .log
+        .read_records(w.offset, max_bytes, bound, splice_min)
+        .await
+    {
+        Ok(FetchRecords::File(r)) if r.len > MAX_SPLICE_LEN => p
+            .log
+            .read(w.offset, max_bytes, bound)
+            .await
+            .map(FetchRecords::Mem),
+        other => other,
+    };
+    let records = match read {
+        Ok(FetchRecords::File(r)) => {
+            runtime::splice::prefetch(&r.fd, r.pos, r.len);
+            FetchRecords::File(r)
+        }
         Ok(records) => records,
         Err(e) => return Got::error(super::produce::storage_error(&e).code(), hw, log_start),
     };
     let aborted = if !w.read_committed {
         None
     } else {
-        let upper = crate::storage::batches_end_offset(&records).unwrap_or(w.offset);
+        let upper = match &records {
+            FetchRecords::Mem(bytes) => {
+                crate::storage::batches_end_offset(bytes).unwrap_or(w.offset)
+            }
+            FetchRecords::File(r) => r.end_offset,
+        };
         match p.log.aborted_transactions(w.offset, upper) {
             Ok(list) => Some(list),
             Err(e) => return Got::error(super::produce::storage_error(&e).code(), hw, log_start),

@@ -23,6 +23,7 @@ use futures::future::LocalBoxFuture;
 use kafka_protocol::messages::{ApiKey, TopicName};
 use kafka_protocol::protocol::{Decodable, Encodable, HeaderVersion, StrBytes};
 
+use crate::protocol::parts::{encode_response_parts, Part};
 use crate::protocol::{
     decode_body, decode_request, encode_response, peek_key_version, FrameError, Request,
 };
@@ -33,6 +34,8 @@ use crate::protocol::{
 pub enum Reply {
     Now(Option<Bytes>),
     Later(LocalBoxFuture<'static, Result<Option<Bytes>, FrameError>>),
+    /// A Fetch answer with records to splice from segment files (`protocol::parts`).
+    Parts(Vec<Part>),
 }
 
 /// Handles one request frame. Every effect of the request (appends, offset
@@ -42,6 +45,9 @@ pub enum Reply {
 /// `client_host` is the peer's IP address (reported for group members).
 pub async fn handle(frame: Bytes, client_host: &str) -> Result<Reply, FrameError> {
     let (key, _) = peek_key_version(&frame);
+    if key == ApiKey::Fetch as i16 {
+        return fetch_reply(frame).await;
+    }
     if key != ApiKey::Produce as i16 {
         return handle_now(frame, client_host).await.map(Reply::Now);
     }
@@ -56,7 +62,22 @@ pub async fn handle(frame: Bytes, client_host: &str) -> Result<Reply, FrameError
     }
 }
 
-/// Every request but Produce: answered in full before the next is read.
+/// Fetch: a plain frame, or one in parts when records are spliced from files.
+async fn fetch_reply(frame: Bytes) -> Result<Reply, FrameError> {
+    let req = decode_request(frame)?;
+    let (resp, files) = fetch::handle(&req, decode_body(&req)?).await;
+    if files.is_empty() {
+        return respond(&req, resp).map(Reply::Now);
+    }
+    encode_response_parts(req.header.correlation_id, req.version, &resp, files)
+        .map(Reply::Parts)
+        .map_err(|e| FrameError::Malformed {
+            what: "response",
+            detail: format!("Fetch: {e}"),
+        })
+}
+
+/// Every request but Produce and Fetch: answered in full before the next is read.
 async fn handle_now(frame: Bytes, client_host: &str) -> Result<Option<Bytes>, FrameError> {
     let (key, version) = peek_key_version(&frame);
     if key == ApiKey::ApiVersions as i16 {
@@ -79,7 +100,6 @@ async fn handle_now(frame: Bytes, client_host: &str) -> Result<Option<Bytes>, Fr
             }
             respond(&req, metadata::handle(&req, body).await)
         }
-        ApiKey::Fetch => respond(&req, fetch::handle(&req, decode_body(&req)?).await),
         ApiKey::ListOffsets => respond(&req, list_offsets::handle(&req, decode_body(&req)?).await),
         ApiKey::CreateTopics => respond(
             &req,
