@@ -1,12 +1,16 @@
-//! Responses in pieces: encoded bytes, and ranges of segment files that the
-//! connection sends with splice (`runtime::splice`) instead of copying them.
+//! Responses in pieces: encoded bytes, record sets sent from their own
+//! buffers, and ranges of segment files that the connection sends with
+//! splice (`runtime::splice`), so that large records are not copied into the
+//! response.
 //!
-//! The handler puts a stand-in in each records field to be spliced: a slice
-//! of a static zero region with the range's length ([`stand_in`]). The crate's
-//! encoder then writes the right length prefix and passes the slice to
-//! `put_slice`, where [`encode_response_parts`]'s buffer recognises it by its
-//! address, cuts the output there and puts the file range in its place. The
-//! zeros are never written anywhere.
+//! The handler lists those records ([`Piece`]) in the order the encoder will
+//! meet them. For a file range it puts a stand-in in the records field: a
+//! slice of a static zero region with the range's length ([`stand_in`]); for
+//! records in memory, the records themselves. The crate's encoder writes the
+//! length prefix and passes the slice to `put_slice`, where
+//! [`encode_response_parts`]'s buffer recognises the next piece by its
+//! address and length, cuts the output there and puts the piece in its place.
+//! The stand-in's zeros are never written anywhere.
 
 use std::collections::VecDeque;
 use std::ops::Range;
@@ -31,6 +35,31 @@ pub enum Part {
     File(FileRange),
 }
 
+/// Records that go out as their own part: a file range (behind a stand-in)
+/// or bytes in memory (recognised by address, so never copied).
+pub enum Piece {
+    File(FileRange),
+    Mem(Bytes),
+}
+
+impl Piece {
+    fn len(&self) -> usize {
+        match self {
+            Piece::File(f) => f.len,
+            Piece::Mem(b) => b.len(),
+        }
+    }
+
+    /// Whether `s` is what the encoder passes for this piece.
+    fn is(&self, s: &[u8]) -> bool {
+        let at = match self {
+            Piece::File(_) => STAND_IN.as_ptr(),
+            Piece::Mem(b) => b.as_ptr(),
+        };
+        !s.is_empty() && std::ptr::eq(s.as_ptr(), at) && s.len() == self.len()
+    }
+}
+
 /// The stand-in for a records field of `len` bytes to be spliced; None when
 /// longer than [`MAX_SPLICE_LEN`].
 pub fn stand_in(len: usize) -> Option<Bytes> {
@@ -47,7 +76,7 @@ struct SplitBuf {
     cur: BytesMut,
     /// Logical offset of `cur`'s first byte in the frame.
     base: usize,
-    files: VecDeque<FileRange>,
+    pieces: VecDeque<Piece>,
     error: Option<String>,
 }
 
@@ -70,20 +99,24 @@ unsafe impl BufMut for SplitBuf {
     }
 
     fn put_slice(&mut self, src: &[u8]) {
-        if !is_stand_in(src) {
-            self.cur.put_slice(src);
-            return;
-        }
-        match self.files.pop_front() {
-            Some(f) if f.len == src.len() => {
-                self.base += self.cur.len() + f.len;
-                self.parts.push(Part::Mem(self.cur.split().freeze()));
-                self.parts.push(Part::File(f));
-            }
-            _ => {
+        if !self.pieces.front().is_some_and(|p| p.is(src)) {
+            if is_stand_in(src) {
                 self.error
                     .get_or_insert_with(|| "stand-in without its file range".into());
+            } else {
+                self.cur.put_slice(src);
             }
+            return;
+        }
+        if let Some(piece) = self.pieces.pop_front() {
+            self.base += self.cur.len() + piece.len();
+            if !self.cur.is_empty() {
+                self.parts.push(Part::Mem(self.cur.split().freeze()));
+            }
+            self.parts.push(match piece {
+                Piece::File(f) => Part::File(f),
+                Piece::Mem(b) => Part::Mem(b),
+            });
         }
     }
 }
@@ -121,24 +154,25 @@ impl ByteBufMut for SplitBuf {
 }
 
 /// Encodes a response frame (length, header, body) whose records fields hold
-/// stand-ins for `files`, in the order the encoder meets them (the order of
-/// topics and partitions in the body).
+/// `pieces` (stand-ins for file ranges, or the very bytes of in-memory
+/// pieces), in the order the encoder meets them (the order of topics and
+/// partitions in the body).
 pub fn encode_response_parts<R: Encodable + HeaderVersion>(
     correlation_id: i32,
     version: i16,
     body: &R,
-    files: Vec<FileRange>,
+    pieces: Vec<Piece>,
 ) -> anyhow::Result<Vec<Part>> {
     let mut header = ResponseHeader::default();
     header.correlation_id = correlation_id;
     let hv = R::header_version(version);
     let size = header.compute_size(hv)? + body.compute_size(version)?;
-    let spliced: usize = files.iter().map(|f| f.len).sum();
+    let apart: usize = pieces.iter().map(Piece::len).sum();
     let mut buf = SplitBuf {
-        parts: Vec::with_capacity(2 * files.len() + 1),
-        cur: BytesMut::with_capacity((4 + size).saturating_sub(spliced)),
+        parts: Vec::with_capacity(2 * pieces.len() + 1),
+        cur: BytesMut::with_capacity((4 + size).saturating_sub(apart)),
         base: 0,
-        files: files.into(),
+        pieces: pieces.into(),
         error: None,
     };
     buf.put_i32(i32::try_from(size)?);
@@ -147,8 +181,8 @@ pub fn encode_response_parts<R: Encodable + HeaderVersion>(
     if let Some(e) = buf.error {
         anyhow::bail!("{e}");
     }
-    if !buf.files.is_empty() {
-        anyhow::bail!("{} file ranges not placed in the response", buf.files.len());
+    if !buf.pieces.is_empty() {
+        anyhow::bail!("{} records not placed in the response", buf.pieces.len());
     }
     if !buf.cur.is_empty() {
         buf.parts.push(Part::Mem(buf.cur.freeze()));
@@ -202,17 +236,26 @@ mod tests {
                 real[1].clone(),
                 stand_in(ranges[1].1).expect("stand-in"),
             ];
-            let files = ranges
-                .iter()
-                .map(|&(pos, len)| FileRange {
+            let file = |(pos, len): (u64, usize)| {
+                Piece::File(FileRange {
                     fd: Arc::clone(&fd),
                     pos,
                     len,
                     end_offset: 0,
                 })
-                .collect();
+            };
+            // The middle records go out from their own buffer too.
+            let pieces = vec![
+                file(ranges[0]),
+                Piece::Mem(real[1].clone()),
+                file(ranges[1]),
+            ];
             let parts =
-                encode_response_parts(9, version, &response(&stand_ins), files).expect("parts");
+                encode_response_parts(9, version, &response(&stand_ins), pieces).expect("parts");
+            let own = parts
+                .iter()
+                .any(|p| matches!(p, Part::Mem(b) if b.as_ptr() == real[1].as_ptr()));
+            assert!(own, "in-memory records were copied");
             let mut joined = Vec::new();
             for p in parts {
                 match p {

@@ -23,10 +23,14 @@ use kafka_protocol::messages::{FetchRequest, FetchResponse, ProducerId};
 
 use super::{by_shard, topic_name, topic_str};
 use crate::cluster::{image, owner_shard, partition_manager};
-use crate::protocol::parts::{stand_in, MAX_SPLICE_LEN};
+use crate::protocol::parts::{stand_in, Piece, MAX_SPLICE_LEN};
 use crate::protocol::Request;
 use crate::runtime;
-use crate::storage::{FetchRecords, FileRange};
+use crate::storage::FetchRecords;
+
+/// Records at least this long are sent from their own buffer instead of
+/// being copied into the response (`protocol::parts`).
+const OWN_PART_MIN_BYTES: usize = 64 << 10;
 
 /// With `fetch.splice.enable`, reads from segment files at least this long
 /// are spliced to the socket (`runtime::splice`); shorter ones are copied,
@@ -70,14 +74,15 @@ impl Got {
     }
 }
 
-/// The response, and the file ranges its stand-in records stand for, in
-/// response order (`protocol::parts`).
-pub async fn handle(req: &Request, body: FetchRequest) -> (FetchResponse, Vec<FileRange>) {
+/// The response, and the records in it that go out as their own parts
+/// (file ranges behind stand-ins, large in-memory records), in response
+/// order (`protocol::parts`).
+pub async fn handle(req: &Request, body: FetchRequest) -> (FetchResponse, Vec<Piece>) {
     let mut resp = FetchResponse::default();
-    let mut files = Vec::new();
+    let mut pieces = Vec::new();
     if req.version >= 7 && body.session_id != 0 {
         resp.error_code = ResponseError::FetchSessionIdNotFound.code();
-        return (resp, files);
+        return (resp, pieces);
     }
     let img = image();
     let shards = runtime::nr_shards();
@@ -165,10 +170,15 @@ pub async fn handle(req: &Request, body: FetchRequest) -> (FetchResponse, Vec<Fi
                     budget = budget.saturating_sub(g.records.len());
                     first = false;
                     records = match g.records {
-                        FetchRecords::Mem(b) => b,
+                        FetchRecords::Mem(b) => {
+                            if b.len() >= OWN_PART_MIN_BYTES {
+                                pieces.push(Piece::Mem(b.clone()));
+                            }
+                            b
+                        }
                         FetchRecords::File(r) => match stand_in(r.len) {
                             Some(b) => {
-                                files.push(r);
+                                pieces.push(Piece::File(r));
                                 b
                             }
                             // read_partition keeps ranges within the limit.
@@ -202,7 +212,7 @@ pub async fn handle(req: &Request, body: FetchRequest) -> (FetchResponse, Vec<Fi
         }
         resp.responses.push(out);
     }
-    (resp, files)
+    (resp, pieces)
 }
 
 /// Reads every wanted partition on its owner shard. Each shard reads its

@@ -34,7 +34,8 @@ use crate::protocol::{
 pub enum Reply {
     Now(Option<Bytes>),
     Later(LocalBoxFuture<'static, Result<Option<Bytes>, FrameError>>),
-    /// A Fetch answer with records to splice from segment files (`protocol::parts`).
+    /// A Fetch answer in parts: large records sent from their own buffers and
+    /// file ranges to splice (`protocol::parts`).
     Parts(Vec<Part>),
 }
 
@@ -62,14 +63,15 @@ pub async fn handle(frame: Bytes, client_host: &str) -> Result<Reply, FrameError
     }
 }
 
-/// Fetch: a plain frame, or one in parts when records are spliced from files.
+/// Fetch: a plain frame, or one in parts when records go out from their own
+/// buffers or are spliced from files.
 async fn fetch_reply(frame: Bytes) -> Result<Reply, FrameError> {
     let req = decode_request(frame)?;
-    let (resp, files) = fetch::handle(&req, decode_body(&req)?).await;
-    if files.is_empty() {
+    let (resp, pieces) = fetch::handle(&req, decode_body(&req)?).await;
+    if pieces.is_empty() {
         return respond(&req, resp).map(Reply::Now);
     }
-    encode_response_parts(req.header.correlation_id, req.version, &resp, files)
+    encode_response_parts(req.header.correlation_id, req.version, &resp, pieces)
         .map(Reply::Parts)
         .map_err(|e| FrameError::Malformed {
             what: "response",
