@@ -8,6 +8,12 @@
 #   fixed rate at a quarter of Sluice's acks=all maximum, acks=all
 #                                                 (workloads/fixed-rate-latency-1k.toml)
 #   catch-up read of a backlog                    (workloads/catch-up.toml)
+#   Sluice only, last: the catch-up again with io_mode=buffered and
+#   fetch.splice.enable=true (records spliced from the page cache)
+# Every test gets a freshly started broker on an empty data dir. Sluice keeps
+# at most 1 GiB per partition (log.retention.bytes, 256 MiB segments, checked
+# every 5 s), so that the max-throughput tests, which write tens of GB, do not
+# fill the disk.
 # During every max-throughput and fixed-rate test, `perf record -a` (if perf
 # is installed) samples every thread for 20 s and `cpu.txt` beside the result
 # splits the machine's CPU time by thread name: broker shards, io_uring
@@ -56,16 +62,19 @@ wait_port() {
   return 1
 }
 
-start_broker() { # name
-  local data="$data_parent/$1-data"
+start_broker() { # name [sluice --set ...]
+  local name=$1 data="$data_parent/$1-data"
+  shift
   rm -rf "$data"
   mkdir -p "$data"
-  case $1 in
+  case $name in
     sluice) "$sluice" start --listen "$boot" --data-dir "$data" --smp "$smp" \
-              --set stall.detector.interval.ms=1000 >"$out/$1.log" 2>&1 &
+              --set stall.detector.interval.ms=1000 --set log.retention.bytes=1073741824 \
+              --set log.segment.bytes=268435456 --set log.retention.check.interval.ms=5000 \
+              "$@" >>"$out/$name.log" 2>&1 &
             broker_pid=$! ;;
     tansu) "$tansu" broker --listener-url "tcp://$boot" --advertised-listener-url "tcp://$boot" \
-              --storage-engine memory://tansu/ >"$out/$1.log" 2>&1 &
+              --storage-engine memory://tansu/ >>"$out/$name.log" 2>&1 &
            broker_pid=$! ;;
   esac
   wait_port
@@ -82,9 +91,12 @@ profile() { # dir delay
 }
 
 run() { # broker test workload [--set ...]
-  local dir="$out/$1/$2" wl=$3
+  local dir="$out/$1/$2" wl=$3 b=$1
   shift 3
   mkdir -p "$dir"
+  stop_broker
+  start_broker "$b" "${broker_set[@]}"
+  log "$b started (pid $broker_pid)"
   log "$(basename "$(dirname "$dir")") $(basename "$dir"): sluice bench run $wl --bootstrap $boot $*"
   local prof=
   case $(basename "$dir") in
@@ -93,6 +105,7 @@ run() { # broker test workload [--set ...]
   "$sluice" bench run "$wl" --bootstrap "$boot" --out "$dir" "$@" >"$dir/bench.log" 2>&1
   [ -n "$prof" ] && wait "$prof"
   grep -E 'publish rate \(MB|consume rate \(MB|produced' "$dir/result.md" | tee -a "$out/run.log"
+  stop_broker
 }
 
 rate_of() { # result.json -> msg/s
@@ -106,10 +119,9 @@ fi
 
 timing=(--set "warmupDurationSeconds=$warm_s" --set "testDurationSeconds=$test_s")
 quarter=
+broker_set=()
 for b in sluice tansu; do
   [ "$b" = tansu ] && [ -z "$tansu" ] && continue
-  start_broker "$b"
-  log "$b started (pid $broker_pid)"
   run "$b" max-acks1 workloads/max-throughput-1k.toml "${timing[@]}" --set 'acks="1"'
   run "$b" max-acksall workloads/max-throughput-1k.toml "${timing[@]}" --set 'acks="all"'
   run "$b" max-produce-acks1 workloads/max-throughput-1k.toml "${timing[@]}" --set 'acks="1"' \
@@ -122,17 +134,26 @@ for b in sluice tansu; do
     --set "producerRate=$quarter"
   run "$b" catch-up workloads/catch-up.toml --set "consumerBacklogSizeGB=$backlog" \
     --set testDurationSeconds=300
-  stop_broker
+  if [ "$b" = sluice ]; then
+    broker_set=(--set io_mode=buffered --set fetch.splice.enable=true)
+    run sluice catch-up-buffered-splice workloads/catch-up.toml \
+      --set "consumerBacklogSizeGB=$backlog" --set testDurationSeconds=300
+    broker_set=()
+  fi
 done
 
 # One side-by-side table per test: Sluice first, tansu (if run) against it.
 : >"$out/summary.md"
-for t in max-acks1 max-acksall max-produce-acks1 fixed-quarter catch-up; do
+for t in max-acks1 max-acksall max-produce-acks1 fixed-quarter catch-up catch-up-buffered-splice; do
   results=()
   for b in sluice tansu; do
     [ -f "$out/$b/$t/result.json" ] && results+=("$out/$b/$t")
   done
   [ ${#results[@]} -eq 0 ] && continue
-  { echo "### $t"; echo; "$sluice" bench compare "${results[@]}"; echo; } >>"$out/summary.md"
+  if [ ${#results[@]} -eq 1 ]; then
+    { echo "### $t"; echo; cat "${results[0]}/result.md"; echo; } >>"$out/summary.md"
+  else
+    { echo "### $t"; echo; "$sluice" bench compare "${results[@]}"; echo; } >>"$out/summary.md"
+  fi
 done
 log "done: $out/summary.md"
