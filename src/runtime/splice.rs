@@ -146,9 +146,20 @@ impl SideRing {
                 break;
             }
             // Full: hand the queued entries to the kernel, then retry.
-            self.ring.submitter().submit()?;
+            if let Err(e) = self.ring.submitter().submit() {
+                // Never queued: nothing will complete it.
+                self.pending
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .remove(&id);
+                return Err(e);
+            }
         }
-        self.ring.submitter().submit()?;
+        // Queued: if this submit fails, the next one (or the reaper's) takes
+        // the entry to the kernel, so the waiter still gets its completion.
+        if let Err(e) = self.ring.submitter().submit() {
+            tracing::debug!(error = %e, "splice ring submit deferred");
+        }
         Ok(rx)
     }
 
