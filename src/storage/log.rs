@@ -398,9 +398,10 @@ impl PartitionLog {
         }
     }
 
-    /// As [`PartitionLog::read`], but records wholly in a rolled segment and
-    /// below `max_offset_exclusive` come back as a file range to splice when
-    /// they are at least `splice_min` bytes (`None`: always in memory).
+    /// As [`PartitionLog::read`], but records read from a segment file that
+    /// lies wholly below `max_offset_exclusive` come back as a file range to
+    /// splice when they are at least `splice_min` bytes (`None`: always in
+    /// memory); see `Segment::file_range`.
     pub async fn read_records(
         &self,
         fetch_offset: i64,
