@@ -201,13 +201,19 @@ async fn write_answers(
     let mut splice_sock: Option<Arc<OwnedFd>> = None;
     while let Some(answer) = queue.next().await {
         let frame = match answer.reply {
-            Reply::Now(frame) => Ok(frame.map(|b| vec![Part::Mem(b)])),
-            Reply::Later(frame) => frame.await.map(|f| f.map(|b| vec![Part::Mem(b)])),
-            Reply::Parts(parts) => Ok(Some(parts)),
+            Reply::Now(frame) => Ok(frame.map(Out::Whole)),
+            Reply::Later(frame) => frame.await.map(|f| f.map(Out::Whole)),
+            Reply::Parts(parts) => Ok(Some(Out::Parts(parts))),
         };
         match frame {
-            Ok(Some(parts)) => {
-                let sent = send_parts(&mut stream, &mut splice_sock, parts, idle_ms).await;
+            Ok(Some(out)) => {
+                let sent = match out {
+                    // Every answer but a Fetch in parts: one write, no part list.
+                    Out::Whole(b) => stream.write_all(&b).await,
+                    Out::Parts(parts) => {
+                        send_parts(&mut stream, &mut splice_sock, parts, idle_ms).await
+                    }
+                };
                 if let Err(e) = sent {
                     if e.kind() == ErrorKind::TimedOut {
                         tracing::info!(%peer, idle_ms,
@@ -231,6 +237,12 @@ async fn write_answers(
     }
     // Dropping a glommio stream closes it later on the executor: close now.
     let _ = stream.shutdown(Shutdown::Both).await;
+}
+
+/// A response frame ready to write: whole, or in parts (`protocol::parts`).
+enum Out {
+    Whole(Bytes),
+    Parts(Vec<Part>),
 }
 
 /// Writes one response: its bytes through the stream, its file ranges
