@@ -2,9 +2,17 @@
 //! between two awaits delays every other connection on that core. When
 //! `stall.detector.interval.ms` is above 0, each shard
 //! - times every poll of every task spawned through [`super::spawn`] and of
-//!   every cross-shard job, keeping the longest;
+//!   every cross-shard job, keeping the longest, and keeps the most CPU time
+//!   the thread spent in one poll (`CLOCK_THREAD_CPUTIME_ID`): a long poll
+//!   with little CPU time was preempted by the kernel, not busy;
 //! - runs a ticker that sleeps [`TICK`] on the timer wheel and keeps the
 //!   longest lateness of a wake-up (what a timer-driven task would have seen);
+//! - reads the shard thread's run-queue wait from the kernel
+//!   (`/proc/thread-self/schedstat`, once per tick) and keeps how much of the
+//!   longest lateness was spent runnable but off the CPU, and the interval's
+//!   total: a tick late because the kernel ran another thread on the core is
+//!   told apart from one late because a task of the shard ran long (the
+//!   longest poll) or because the timer fired late;
 //! - logs both once per interval (info), and a warning when either exceeded
 //!   `stall.detector.threshold.us`;
 //! - keeps histograms of how long the shard's connections took to serve
@@ -30,9 +38,20 @@ pub const TICK: Duration = Duration::from_millis(1);
 thread_local! {
     static ENABLED: Cell<bool> = const { Cell::new(false) };
     static MAX_POLL: Cell<Duration> = const { Cell::new(Duration::ZERO) };
+    static MAX_POLL_CPU: Cell<Duration> = const { Cell::new(Duration::ZERO) };
+    /// The future type of the poll that used the most CPU time (its async fn or block).
+    static MAX_POLL_CPU_TASK: Cell<&'static str> = const { Cell::new("") };
+    /// Requests a connection reader started in the poll running now, and the
+    /// API key of the last one (-1: none); and the same for the costliest poll.
+    static POLL_REQUESTS: Cell<(u32, i16)> = const { Cell::new((0, -1)) };
+    static MAX_POLL_CPU_REQUESTS: Cell<(u32, i16)> = const { Cell::new((0, -1)) };
     static SLOW_POLLS: Cell<u64> = const { Cell::new(0) };
     static POLLS: Cell<u64> = const { Cell::new(0) };
     static MAX_LATE: Cell<Duration> = const { Cell::new(Duration::ZERO) };
+    /// Run-queue wait during the tick of `MAX_LATE`, and this interval's total; `None` without
+    /// schedstat.
+    static MAX_LATE_RUNQ: Cell<Option<Duration>> = const { Cell::new(None) };
+    static RUNQ_TOTAL: Cell<Option<Duration>> = const { Cell::new(None) };
     static THRESHOLD: Cell<Duration> = const { Cell::new(Duration::from_millis(1)) };
     static MAX_WRITE: Cell<Duration> = const { Cell::new(Duration::ZERO) };
     static MAX_SYNC: Cell<Duration> = const { Cell::new(Duration::ZERO) };
@@ -123,8 +142,22 @@ fn take_service(kind: Service) -> String {
 pub struct StallReport {
     pub polls: u64,
     pub max_poll: Duration,
+    /// The most CPU time the shard's thread spent in one poll.
+    pub max_poll_cpu: Duration,
+    /// Which task that poll was: the type name of its future (the async fn
+    /// or block it was spawned from).
+    pub max_poll_cpu_task: &'static str,
+    /// How many requests a connection reader started in that poll, and the
+    /// Kafka API key of the last of them (-1: none).
+    pub max_poll_cpu_requests: (u32, i16),
     pub slow_polls: u64,
     pub max_tick_lateness: Duration,
+    /// How much of `max_tick_lateness` the shard's thread spent runnable but
+    /// not running (the kernel gave its core to another thread); `None` when
+    /// the kernel does not keep schedstat.
+    pub max_tick_runqueue: Option<Duration>,
+    /// The thread's whole run-queue wait over the interval.
+    pub runqueue_total: Option<Duration>,
 }
 
 /// True when this shard measures its polls.
@@ -136,28 +169,53 @@ pub fn enabled() -> bool {
 /// returns it boxed-free through `Either`.
 pub fn instrument<F: Future + 'static>(fut: F) -> futures::future::Either<F, Timed<Pin<Box<F>>>> {
     if enabled() {
-        futures::future::Either::Right(Timed(Box::pin(fut)))
+        futures::future::Either::Right(Timed(Box::pin(fut), std::any::type_name::<F>()))
     } else {
         futures::future::Either::Left(fut)
     }
 }
 
-/// A future whose polls are timed into the shard's counters.
-pub struct Timed<F>(F);
+/// A future whose polls are timed into the shard's counters, with the type
+/// name of the future inside.
+pub struct Timed<F>(F, &'static str);
 
 impl<F: Future + Unpin> Future for Timed<F> {
     type Output = F::Output;
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
+        POLL_REQUESTS.with(|c| c.set((0, -1)));
         let start = Instant::now();
+        let cpu = thread_cpu();
         let out = Pin::new(&mut self.0).poll(cx);
-        record_poll(start.elapsed());
+        record_poll(start.elapsed(), thread_cpu().saturating_sub(cpu), self.1);
         out
     }
 }
 
-fn record_poll(d: Duration) {
+/// Called by a connection reader as it starts handling a request (API key
+/// `api_key`), so that a costly poll says how many requests it handled.
+pub fn note_request(api_key: i16) {
+    POLL_REQUESTS.with(|c| c.set((c.get().0 + 1, api_key)));
+}
+
+/// CPU time the calling thread has used (about 0.2 µs a read here: a
+/// syscall, paid only with the detector on).
+fn thread_cpu() -> Duration {
+    use nix::time::{clock_gettime, ClockId};
+    clock_gettime(ClockId::CLOCK_THREAD_CPUTIME_ID)
+        .map(Duration::from)
+        .unwrap_or_default()
+}
+
+fn record_poll(d: Duration, cpu: Duration, task: &'static str) {
     POLLS.with(|c| c.set(c.get() + 1));
     MAX_POLL.with(|c| c.set(c.get().max(d)));
+    MAX_POLL_CPU.with(|c| {
+        if cpu >= c.get() {
+            c.set(cpu);
+            MAX_POLL_CPU_TASK.with(|t| t.set(task));
+            MAX_POLL_CPU_REQUESTS.with(|r| r.set(POLL_REQUESTS.with(Cell::get)));
+        }
+    });
     if d > THRESHOLD.with(Cell::get) {
         SLOW_POLLS.with(|c| c.set(c.get() + 1));
     }
@@ -168,9 +226,56 @@ pub fn take_report() -> StallReport {
     StallReport {
         polls: POLLS.with(|c| c.replace(0)),
         max_poll: MAX_POLL.with(|c| c.replace(Duration::ZERO)),
+        max_poll_cpu: MAX_POLL_CPU.with(|c| c.replace(Duration::ZERO)),
+        max_poll_cpu_task: MAX_POLL_CPU_TASK.with(|c| c.replace("")),
+        max_poll_cpu_requests: MAX_POLL_CPU_REQUESTS.with(|c| c.replace((0, -1))),
         slow_polls: SLOW_POLLS.with(|c| c.replace(0)),
         max_tick_lateness: MAX_LATE.with(|c| c.replace(Duration::ZERO)),
+        max_tick_runqueue: MAX_LATE_RUNQ.with(|c| c.replace(None)),
+        runqueue_total: RUNQ_TOTAL.with(|c| c.replace(None)),
     }
+}
+
+/// The calling thread's scheduler statistics (`/proc/thread-self/schedstat`:
+/// time on the CPU, time runnable on a run queue, timeslices, in ns), kept
+/// open and re-read in place.
+struct SchedStat(std::fs::File);
+
+impl SchedStat {
+    /// Opens the calling thread's file; `None` when the kernel has no schedstat.
+    fn open() -> Option<Self> {
+        let f = std::fs::File::open("/proc/thread-self/schedstat").ok()?;
+        let s = SchedStat(f);
+        s.run_delay().map(|_| s)
+    }
+
+    /// Total time this thread has waited on a run queue so far.
+    fn run_delay(&self) -> Option<Duration> {
+        use std::os::unix::fs::FileExt;
+        let mut buf = [0u8; 96];
+        let n = self.0.read_at(&mut buf, 0).ok()?;
+        parse_run_delay(&buf[..n])
+    }
+}
+
+/// The second field of a schedstat line, in ns.
+fn parse_run_delay(line: &[u8]) -> Option<Duration> {
+    let text = std::str::from_utf8(line).ok()?;
+    let ns: u64 = text.split_ascii_whitespace().nth(1)?.parse().ok()?;
+    Some(Duration::from_nanos(ns))
+}
+
+/// Keeps one tick's lateness, with the run-queue wait it contained.
+fn record_tick(late: Duration, runq: Option<Duration>) {
+    if let Some(w) = runq {
+        RUNQ_TOTAL.with(|c| c.set(Some(c.get().unwrap_or_default() + w)));
+    }
+    MAX_LATE.with(|c| {
+        if late >= c.get() {
+            c.set(late);
+            MAX_LATE_RUNQ.with(|r| r.set(runq));
+        }
+    });
 }
 
 /// Turns the detector on for the calling shard and starts its ticker and
@@ -182,11 +287,25 @@ pub fn start(shard: usize, interval: Duration, threshold: Duration) {
     ENABLED.with(|c| c.set(true));
     THRESHOLD.with(|c| c.set(threshold));
     glommio::spawn_local(async move {
+        let sched = SchedStat::open();
+        if sched.is_none() {
+            tracing::info!(
+                shard,
+                "stall detector: no /proc/thread-self/schedstat; run-queue wait not reported"
+            );
+        }
+        let mut waited = sched.as_ref().and_then(SchedStat::run_delay);
         loop {
             let before = Instant::now();
             glommio::timer::sleep(TICK).await;
             let late = before.elapsed().saturating_sub(TICK);
-            MAX_LATE.with(|c| c.set(c.get().max(late)));
+            let now_waited = sched.as_ref().and_then(SchedStat::run_delay);
+            let runq = match (waited, now_waited) {
+                (Some(a), Some(b)) => Some(b.saturating_sub(a)),
+                _ => None,
+            };
+            waited = now_waited;
+            record_tick(late, runq);
         }
     })
     .detach();
@@ -203,14 +322,23 @@ pub fn start(shard: usize, interval: Duration, threshold: Duration) {
             let service = format!(
                 "{produce} {fetch} longest_write_us={write_us} longest_fsync_us={fsync_us} {extra}"
             );
+            let us = |d: Option<Duration>| d.map_or(-1, |d| d.as_micros() as i64);
+            let runq_us = us(r.max_tick_runqueue);
+            let runq_total_us = us(r.runqueue_total);
             let stalled = r.max_poll > threshold || r.max_tick_lateness > threshold;
             if stalled {
                 tracing::warn!(
                     shard,
                     polls = r.polls,
                     longest_poll_us = r.max_poll.as_micros() as u64,
+                    most_poll_cpu_us = r.max_poll_cpu.as_micros() as u64,
+                    most_poll_cpu_task = r.max_poll_cpu_task,
+                    most_poll_cpu_requests = r.max_poll_cpu_requests.0,
+                    most_poll_cpu_last_api = r.max_poll_cpu_requests.1,
                     polls_over_threshold = r.slow_polls,
                     longest_tick_lateness_us = r.max_tick_lateness.as_micros() as u64,
+                    longest_tick_runqueue_us = runq_us,
+                    runqueue_wait_us = runq_total_us,
                     threshold_us = threshold.as_micros() as u64,
                     %service,
                     "stall detector: shard stalled"
@@ -220,7 +348,13 @@ pub fn start(shard: usize, interval: Duration, threshold: Duration) {
                     shard,
                     polls = r.polls,
                     longest_poll_us = r.max_poll.as_micros() as u64,
+                    most_poll_cpu_us = r.max_poll_cpu.as_micros() as u64,
+                    most_poll_cpu_task = r.max_poll_cpu_task,
+                    most_poll_cpu_requests = r.max_poll_cpu_requests.0,
+                    most_poll_cpu_last_api = r.max_poll_cpu_requests.1,
                     longest_tick_lateness_us = r.max_tick_lateness.as_micros() as u64,
+                    longest_tick_runqueue_us = runq_us,
+                    runqueue_wait_us = runq_total_us,
                     %service,
                     "stall detector"
                 );
@@ -233,6 +367,22 @@ pub fn start(shard: usize, interval: Duration, threshold: Duration) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn schedstat_run_delay() {
+        assert_eq!(
+            parse_run_delay(b"123 4567890 12\n"),
+            Some(Duration::from_nanos(4_567_890))
+        );
+        assert_eq!(parse_run_delay(b"123\n"), None);
+        assert_eq!(parse_run_delay(b"x y z"), None);
+        // This kernel's own file, where it has one: read twice, never backwards.
+        if let Some(s) = SchedStat::open() {
+            let a = s.run_delay().expect("readable");
+            let b = s.run_delay().expect("readable");
+            assert!(b >= a);
+        }
+    }
 
     #[test]
     fn timed_polls_are_recorded_and_reset() {
@@ -248,6 +398,23 @@ mod tests {
         assert_eq!(r.polls, 1);
         assert_eq!(r.slow_polls, 1);
         assert!(r.max_poll >= Duration::from_millis(3), "{r:?}");
+        // Asleep, not busy: the poll took 3 ms but little CPU time.
+        assert!(r.max_poll_cpu < Duration::from_millis(2), "{r:?}");
+        // Busy for 3 ms of CPU time: all of it counts.
+        let busy = instrument(async {
+            note_request(0);
+            note_request(1);
+            let start = thread_cpu();
+            while thread_cpu() - start < Duration::from_millis(3) {
+                std::hint::spin_loop();
+            }
+        });
+        futures::executor::block_on(busy);
+        let r = take_report();
+        assert!(r.max_poll_cpu >= Duration::from_millis(3), "{r:?}");
+        assert!(r.max_poll_cpu_task.contains("stall::tests"), "{r:?}");
+        assert_eq!(r.max_poll_cpu_requests, (2, 1), "{r:?}");
+        assert!(r.max_poll >= r.max_poll_cpu, "{r:?}");
         assert_eq!(take_report().polls, 0);
         record_service(Service::Produce, Duration::from_micros(100));
         record_service(Service::Produce, Duration::from_micros(300));
@@ -256,6 +423,14 @@ mod tests {
         assert!(line.ends_with("produce_max_us=300"), "{line}");
         assert_eq!(take_service(Service::Produce), "produces=0");
         assert_eq!(take_service(Service::Fetch), "fetchs=0");
+        record_tick(Duration::from_micros(400), Some(Duration::from_micros(300)));
+        record_tick(Duration::from_micros(900), Some(Duration::from_micros(800)));
+        record_tick(Duration::from_micros(200), Some(Duration::from_micros(100)));
+        let r = take_report();
+        assert_eq!(r.max_tick_lateness, Duration::from_micros(900));
+        assert_eq!(r.max_tick_runqueue, Some(Duration::from_micros(800)));
+        assert_eq!(r.runqueue_total, Some(Duration::from_micros(1200)));
+        assert_eq!(take_report().runqueue_total, None);
         ENABLED.with(|c| c.set(false));
         assert!(matches!(
             instrument(async {}),

@@ -28,7 +28,7 @@
 
 use std::io::ErrorKind;
 use std::net::Shutdown;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -139,6 +139,7 @@ pub async fn serve(mut stream: TcpStream, _slot: ConnectionSlot) {
         // the frame; any other request is decoded into small structures and
         // may wait on other clients (group barriers, long polls), so its
         // bytes are released before it is handled.
+        runtime::stall::note_request(i16::from_be_bytes([buf[0], buf[1]]));
         let keep = buf[..2] == (ApiKey::Produce as i16).to_be_bytes();
         let permit = if keep {
             Some(permit)
@@ -275,6 +276,12 @@ async fn send_parts(
 /// stalls for `idle`, or when the whole body has not arrived within
 /// `frame_timeout`. The socket's read timeout is narrowed to what is left of
 /// the frame's time (a cell write, no syscall) and put back to `idle` after.
+///
+/// The body is not zeroed before it is read: what the socket already holds
+/// is received straight into the buffer's unwritten capacity
+/// ([`recv_into_spare`]). Only when the socket is empty does the read wait
+/// through glommio (which keeps the timeouts), into a zeroed piece of at most
+/// [`WAIT_CHUNK_BYTES`].
 async fn read_body(
     stream: &mut TcpStream,
     size: usize,
@@ -282,9 +289,9 @@ async fn read_body(
     frame_timeout: Duration,
 ) -> std::io::Result<Vec<u8>> {
     let deadline = Instant::now() + frame_timeout;
-    let mut buf = vec![0u8; size.min(FIRST_BUFFER_BYTES)];
-    let mut filled = 0;
+    let mut buf: Vec<u8> = Vec::with_capacity(size.min(FIRST_BUFFER_BYTES));
     let result = loop {
+        let filled = buf.len();
         if filled == size {
             break Ok(());
         }
@@ -299,14 +306,26 @@ async fn read_body(
                 ),
             ));
         }
-        let _ = stream.set_read_timeout(Some(left.min(idle)));
-        if filled == buf.len() {
-            let grown = buf.len().saturating_mul(2).min(size);
-            buf.resize(grown, 0);
+        if filled == buf.capacity() {
+            let grown = filled.saturating_mul(2).min(size);
+            buf.reserve_exact(grown - filled);
         }
-        match stream.read(&mut buf[filled..]).await {
+        let want = buf.capacity().min(size) - filled;
+        match recv_into_spare(stream.as_raw_fd(), &mut buf, want) {
+            Some(Ok(0)) => break Err(ErrorKind::UnexpectedEof.into()),
+            Some(Ok(_)) => continue,
+            Some(Err(e)) if e.kind() == ErrorKind::Interrupted => continue,
+            Some(Err(e)) => break Err(e),
+            None => {}
+        }
+        // Nothing has arrived yet: wait through glommio, into a small zeroed piece.
+        let _ = stream.set_read_timeout(Some(left.min(idle)));
+        buf.resize(filled + want.min(WAIT_CHUNK_BYTES), 0);
+        let read = stream.read(&mut buf[filled..]).await;
+        buf.truncate(filled + read.as_ref().map_or(0, |n| *n));
+        match read {
             Ok(0) => break Err(ErrorKind::UnexpectedEof.into()),
-            Ok(n) => filled += n,
+            Ok(_) => {}
             // The narrowed timer fired: the loop head reports a spent deadline.
             Err(e) if e.kind() == ErrorKind::TimedOut && left < idle => {}
             Err(e) if e.kind() == ErrorKind::TimedOut => {
@@ -324,4 +343,74 @@ async fn read_body(
     };
     let _ = stream.set_read_timeout(Some(idle));
     result.map(|()| buf)
+}
+
+/// How much of the body buffer is zeroed for a read that has to wait for
+/// bytes; everything after it is received without zeroing.
+const WAIT_CHUNK_BYTES: usize = 4096;
+
+/// Receives up to `want` bytes that `fd` already holds into `buf`'s unwritten
+/// capacity (`MSG_DONTWAIT`), and extends `buf` by what arrived. `None` when
+/// nothing is there yet (would block).
+fn recv_into_spare(fd: RawFd, buf: &mut Vec<u8>, want: usize) -> Option<std::io::Result<usize>> {
+    let spare = buf.spare_capacity_mut();
+    let want = want.min(spare.len());
+    // SAFETY: `spare` is `want` (or more) bytes of `buf`'s own allocation,
+    // which nothing else references while `buf` is borrowed mutably here; the
+    // kernel writes at most `want` bytes there and reads none of them.
+    let n =
+        unsafe { nix::libc::recv(fd, spare.as_mut_ptr().cast(), want, nix::libc::MSG_DONTWAIT) };
+    if n < 0 {
+        let e = std::io::Error::last_os_error();
+        return if e.kind() == ErrorKind::WouldBlock {
+            None
+        } else {
+            Some(Err(e))
+        };
+    }
+    let n = n as usize;
+    // SAFETY: the kernel initialised the first `n` bytes of the spare
+    // capacity (n <= want <= spare.len()), so the new length covers only
+    // initialised bytes within the allocation.
+    unsafe { buf.set_len(buf.len() + n) };
+    Some(Ok(n))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+    use std::os::unix::net::UnixStream;
+
+    #[test]
+    fn recv_into_spare_takes_what_arrived_without_zeroing() {
+        let (mut tx, rx) = UnixStream::pair().expect("socket pair");
+        let mut buf = Vec::with_capacity(8);
+        buf.extend_from_slice(b"ab");
+        // Nothing sent yet: would block, buffer unchanged.
+        assert!(recv_into_spare(rx.as_raw_fd(), &mut buf, 6).is_none());
+        assert_eq!(buf, b"ab");
+        tx.write_all(b"cdefghij").expect("write");
+        // At most `want` bytes, appended after what was there.
+        let n = recv_into_spare(rx.as_raw_fd(), &mut buf, 4)
+            .expect("ready")
+            .expect("recv");
+        assert_eq!((n, buf.as_slice()), (4, &b"abcdef"[..]));
+        // Never past the capacity, whatever `want` says.
+        let n = recv_into_spare(rx.as_raw_fd(), &mut buf, 100)
+            .expect("ready")
+            .expect("recv");
+        assert_eq!((n, buf.as_slice()), (2, &b"abcdefgh"[..]));
+        // Peer closed: 0, as a read at end of stream.
+        drop(tx);
+        buf.reserve(8);
+        let n = recv_into_spare(rx.as_raw_fd(), &mut buf, 8)
+            .expect("ready")
+            .expect("recv");
+        assert_eq!((n, buf.as_slice()), (2, &b"abcdefghij"[..]));
+        let n = recv_into_spare(rx.as_raw_fd(), &mut buf, 8)
+            .expect("ready")
+            .expect("recv");
+        assert_eq!(n, 0);
+    }
 }
