@@ -1,6 +1,9 @@
-//! The latency plot, hand-written SVG: latency (ms, linear) against
-//! percentile on HdrHistogram's log scale (x = log10(1 / (1 - p)), so 90%,
-//! 99%, 99.9% ... are equally spaced), one line per series.
+//! The latency plot, hand-written SVG: latency (ms) against percentile on
+//! HdrHistogram's log scale (x = log10(1 / (1 - p)), so 90%, 99%, 99.9% ...
+//! are equally spaced), one line per series. The latency axis is linear,
+//! or logarithmic (decades equally spaced) when the largest latency is more
+//! than [`LOG_Y_RATIO`] times the smallest: a tail 50 times the median
+//! would otherwise flatten everything below p99 onto the floor.
 
 use std::fmt::Write;
 
@@ -22,6 +25,69 @@ const NINES: f64 = 5.0;
 const COLOURS: [&str; 8] = [
     "#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#17becf",
 ];
+
+/// Largest-to-smallest latency ratio above which the latency axis is logarithmic.
+pub const LOG_Y_RATIO: f64 = 20.0;
+
+/// How latencies map onto the plot's height.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum YScale {
+    /// 0 to `max` ms.
+    Linear { max: f64 },
+    /// `lo` to `hi` ms, both powers of ten.
+    Log { lo: f64, hi: f64 },
+}
+
+impl YScale {
+    /// Linear from 0 to a round ceiling, or log over whole decades when the
+    /// positive latencies span more than [`LOG_Y_RATIO`].
+    fn for_latencies_ms(values: impl Iterator<Item = f64>) -> YScale {
+        let (mut min, mut max) = (f64::INFINITY, 0.0f64);
+        for v in values.filter(|v| *v > 0.0 && v.is_finite()) {
+            min = min.min(v);
+            max = max.max(v);
+        }
+        if max > 0.0 && max / min > LOG_Y_RATIO {
+            YScale::Log {
+                lo: 10f64.powf(min.log10().floor()),
+                hi: 10f64.powf(max.log10().ceil()),
+            }
+        } else {
+            YScale::Linear {
+                max: nice_ceiling(max),
+            }
+        }
+    }
+
+    /// Height fraction 0..=1 of a latency in ms (clamped to the axis).
+    fn frac(self, ms: f64) -> f64 {
+        match self {
+            YScale::Linear { max } => (ms / max).clamp(0.0, 1.0),
+            YScale::Log { lo, hi } => {
+                let ms = ms.max(lo);
+                ((ms / lo).log10() / (hi / lo).log10()).clamp(0.0, 1.0)
+            }
+        }
+    }
+
+    /// Gridline values in ms: six steps on a linear axis; 1, 2 and 5 of
+    /// every decade on a log axis.
+    fn ticks(self) -> Vec<f64> {
+        match self {
+            YScale::Linear { max } => (0..=5).map(|k| max * k as f64 / 5.0).collect(),
+            YScale::Log { lo, hi } => {
+                let mut out = Vec::new();
+                let mut decade = lo;
+                while decade < hi * 0.999 {
+                    out.extend([decade, 2.0 * decade, 5.0 * decade]);
+                    decade *= 10.0;
+                }
+                out.push(hi);
+                out
+            }
+        }
+    }
+}
 
 /// x position in 0..=NINES of a percentile.
 fn nines(pct: f64) -> f64 {
@@ -54,14 +120,13 @@ fn escape(s: &str) -> String {
 pub fn latency_svg(title: &str, series: &[Series]) -> String {
     let plot_w = WIDTH - LEFT - RIGHT;
     let plot_h = HEIGHT - TOP - BOTTOM;
-    let y_max_ms = nice_ceiling(
+    let scale = YScale::for_latencies_ms(
         series
             .iter()
-            .flat_map(|s| s.points.iter().map(|p| p.1 as f64 / 1000.0))
-            .fold(0.0, f64::max),
+            .flat_map(|s| s.points.iter().map(|p| p.1 as f64 / 1000.0)),
     );
     let x = |pct: f64| LEFT + nines(pct) / NINES * plot_w;
-    let y = |us: u64| TOP + plot_h - (us as f64 / 1000.0 / y_max_ms).min(1.0) * plot_h;
+    let y = |us: u64| TOP + plot_h - scale.frac(us as f64 / 1000.0) * plot_h;
 
     let mut s = String::new();
     let _ = writeln!(
@@ -90,9 +155,8 @@ pub fn latency_svg(title: &str, series: &[Series]) -> String {
             TOP + plot_h + 18.0
         );
     }
-    for k in 0..=5 {
-        let v = y_max_ms * k as f64 / 5.0;
-        let gy = TOP + plot_h - k as f64 / 5.0 * plot_h;
+    for v in scale.ticks() {
+        let gy = TOP + plot_h - scale.frac(v) * plot_h;
         let _ = writeln!(
             s,
             r##"<line x1="{LEFT}" y1="{gy:.1}" x2="{:.1}" y2="{gy:.1}" stroke="#ddd"/><text x="{:.1}" y="{:.1}" text-anchor="end">{}</text>"##,
@@ -114,9 +178,13 @@ pub fn latency_svg(title: &str, series: &[Series]) -> String {
     );
     let _ = writeln!(
         s,
-        r#"<text x="16" y="{:.1}" text-anchor="middle" transform="rotate(-90 16 {:.1})">latency (ms)</text>"#,
+        r#"<text x="16" y="{:.1}" text-anchor="middle" transform="rotate(-90 16 {:.1})">latency (ms{})</text>"#,
         TOP + plot_h / 2.0,
-        TOP + plot_h / 2.0
+        TOP + plot_h / 2.0,
+        match scale {
+            YScale::Linear { .. } => "",
+            YScale::Log { .. } => ", log scale",
+        }
     );
     // Lines and legend.
     for (i, ser) in series.iter().enumerate() {
@@ -171,6 +239,38 @@ mod tests {
         assert_eq!(nice_ceiling(3.2), 5.0);
         assert_eq!(nice_ceiling(12.0), 20.0);
         assert_eq!(nice_ceiling(0.07), 0.1);
+    }
+
+    #[test]
+    fn latency_axis_turns_logarithmic_for_long_tails() {
+        // 2 to 30 ms: within the ratio, linear from 0 to a round ceiling.
+        let lin = YScale::for_latencies_ms([2.0, 30.0].into_iter());
+        assert_eq!(lin, YScale::Linear { max: 50.0 });
+        assert_eq!(lin.ticks().len(), 6);
+        // 0.3 to 150 ms: log over whole decades, each decade the same height.
+        let log = YScale::for_latencies_ms([0.0, 0.3, 2.0, 150.0].into_iter());
+        assert_eq!(
+            log,
+            YScale::Log {
+                lo: 0.1,
+                hi: 1000.0
+            }
+        );
+        let step = log.frac(10.0) - log.frac(1.0);
+        assert!((log.frac(100.0) - log.frac(10.0) - step).abs() < 1e-9);
+        assert!((step - 1.0 / 4.0).abs() < 1e-9);
+        assert_eq!(log.frac(0.0), 0.0, "zero sits on the floor");
+        assert_eq!(log.ticks().first(), Some(&0.1));
+        assert_eq!(log.ticks().last(), Some(&1000.0));
+        let svg = latency_svg(
+            "tail",
+            &[Series {
+                name: "publish".into(),
+                points: vec![(50.0, 2_000), (99.9, 150_000)],
+            }],
+        );
+        assert!(svg.contains("latency (ms, log scale)"));
+        assert!(svg.contains(">1<") && svg.contains(">10<") && svg.contains(">100<"));
     }
 
     #[test]
