@@ -27,7 +27,7 @@ const COLOURS: [&str; 8] = [
 ];
 
 /// Largest-to-smallest latency ratio above which the latency axis is logarithmic.
-pub const LOG_Y_RATIO: f64 = 20.0;
+const LOG_Y_RATIO: f64 = 20.0;
 
 /// How latencies map onto the plot's height.
 #[derive(Debug, Clone, Copy, PartialEq)]

@@ -134,20 +134,22 @@ pub async fn serve(mut stream: TcpStream, _slot: ConnectionSlot) {
                 break;
             }
         };
+        // Frames are at least 8 bytes (check_frame_len): the API key is there.
+        let api_key = i16::from_be_bytes([buf[0], buf[1]]);
+        runtime::stall::note_request(api_key);
         // As Kafka (delayed allocation for Produce only): a Produce keeps its
         // bytes counted until answered, since its record sets are slices of
         // the frame; any other request is decoded into small structures and
         // may wait on other clients (group barriers, long polls), so its
         // bytes are released before it is handled.
-        runtime::stall::note_request(i16::from_be_bytes([buf[0], buf[1]]));
-        let keep = buf[..2] == (ApiKey::Produce as i16).to_be_bytes();
+        let keep = api_key == ApiKey::Produce as i16;
         let permit = if keep {
             Some(permit)
         } else {
             permit.release();
             None
         };
-        let service = if buf[..2] == (ApiKey::Fetch as i16).to_be_bytes() {
+        let service = if api_key == ApiKey::Fetch as i16 {
             Some(Service::Fetch)
         } else {
             keep.then_some(Service::Produce)
@@ -387,30 +389,24 @@ mod tests {
         let (mut tx, rx) = UnixStream::pair().expect("socket pair");
         let mut buf = Vec::with_capacity(8);
         buf.extend_from_slice(b"ab");
+        let recv = |buf: &mut Vec<u8>, want| {
+            recv_into_spare(rx.as_raw_fd(), buf, want).map(|r| r.expect("recv"))
+        };
         // Nothing sent yet: would block, buffer unchanged.
-        assert!(recv_into_spare(rx.as_raw_fd(), &mut buf, 6).is_none());
+        assert_eq!(recv(&mut buf, 6), None);
         assert_eq!(buf, b"ab");
         tx.write_all(b"cdefghij").expect("write");
         // At most `want` bytes, appended after what was there.
-        let n = recv_into_spare(rx.as_raw_fd(), &mut buf, 4)
-            .expect("ready")
-            .expect("recv");
-        assert_eq!((n, buf.as_slice()), (4, &b"abcdef"[..]));
+        assert_eq!(recv(&mut buf, 4), Some(4));
+        assert_eq!(buf, b"abcdef");
         // Never past the capacity, whatever `want` says.
-        let n = recv_into_spare(rx.as_raw_fd(), &mut buf, 100)
-            .expect("ready")
-            .expect("recv");
-        assert_eq!((n, buf.as_slice()), (2, &b"abcdefgh"[..]));
-        // Peer closed: 0, as a read at end of stream.
+        assert_eq!(recv(&mut buf, 100), Some(2));
+        assert_eq!(buf, b"abcdefgh");
+        // Peer closed: the rest, then 0, as a read at end of stream.
         drop(tx);
         buf.reserve(8);
-        let n = recv_into_spare(rx.as_raw_fd(), &mut buf, 8)
-            .expect("ready")
-            .expect("recv");
-        assert_eq!((n, buf.as_slice()), (2, &b"abcdefghij"[..]));
-        let n = recv_into_spare(rx.as_raw_fd(), &mut buf, 8)
-            .expect("ready")
-            .expect("recv");
-        assert_eq!(n, 0);
+        assert_eq!(recv(&mut buf, 8), Some(2));
+        assert_eq!(buf, b"abcdefghij");
+        assert_eq!(recv(&mut buf, 8), Some(0));
     }
 }

@@ -181,10 +181,11 @@ impl SegFile {
 
     /// A buffer of `len` usable bytes, for the caller to fill completely
     /// (every caller copies its whole content in). DMA buffers are padded up
-    /// to `ALIGN`; only that padding is zeroed here, since the usable bytes
+    /// to `ALIGN`, and only that padding is zeroed, since the usable bytes
     /// are about to be overwritten: zeroing them too cost a memset pass over
     /// every appended byte (11% of the broker's samples at 565 MB/s of
-    /// produce, BENCHMARKS.md).
+    /// produce, BENCHMARKS.md). A page-cache (buffered) buffer is a zeroed
+    /// `Vec`.
     pub fn alloc(&self, len: usize) -> WriteBuf {
         match &self.inner {
             Inner::Direct(f) => {
