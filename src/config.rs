@@ -95,6 +95,7 @@ pub const BROKER_SETTINGS: &[BrokerSetting] = &[
     BrokerSetting { key: "transaction.remove.expired.transaction.cleanup.interval.ms", default: "3600000", doc: "how often each shard forgets expired transactional ids" },
     BrokerSetting { key: "io_memory", default: "0", doc: "glommio registered I/O memory per shard in bytes; 0 = sized from RLIMIT_MEMLOCK" },
     BrokerSetting { key: "reactor.spin.before.park.us", default: "0", doc: "an idle shard polls its rings and inbox for this long before it sleeps in the kernel; saves the wake-up (an eventfd write and a context switch) when work comes soon, at the cost of CPU another thread could use (0 = sleep at once)" },
+    BrokerSetting { key: "socket.io.slice.bytes", default: "524288", doc: "a connection copies at most this many bytes to or from its socket in one send or receive, and lets the shard's other tasks run after that many; bounds how long one large Fetch answer or Produce frame holds a shard, at some cost in syscalls (0 = no bound; else at least 4096)" },
     BrokerSetting { key: "stall.detector.interval.ms", default: "0", doc: "when above 0, each shard times every task poll and a 1 ms timer tick, and logs the longest of each at this interval (0 = off), with its Produce and Fetch service times (p50/p99/p99.9/max, frame read to answer written), its longest segment write and fsync, and its recent-batch cache hits, misses and bytes" },
     BrokerSetting { key: "stall.detector.threshold.us", default: "1000", doc: "a task poll or timer-tick lateness longer than this makes the stall detector's line a warning" },
 ];
@@ -121,6 +122,8 @@ pub struct BrokerConfig {
     pub cluster_id: String,
     pub io_memory_bytes: usize,
     pub spin_before_park_us: u64,
+    /// `socket.io.slice.bytes`; `usize::MAX` when 0 (no bound).
+    pub io_slice_bytes: usize,
     pub stall_interval_ms: u64,
     pub stall_threshold_us: u64,
     pub groups: GroupSettings,
@@ -340,6 +343,11 @@ impl BrokerConfig {
             cluster_id: get("cluster.id"),
             io_memory_bytes: parse_key(&values, "io_memory")?,
             spin_before_park_us: parse_key(&values, "reactor.spin.before.park.us")?,
+            io_slice_bytes: match parse_key::<usize>(&values, "socket.io.slice.bytes")? {
+                0 => usize::MAX,
+                n if n < 4096 => bail!("socket.io.slice.bytes must be 0 or at least 4096"),
+                n => n,
+            },
             stall_interval_ms: parse_key(&values, "stall.detector.interval.ms")?,
             stall_threshold_us: parse_key(&values, "stall.detector.threshold.us")?,
             groups: GroupSettings::from_values(&values)?,
@@ -797,6 +805,7 @@ mod tests {
             "max.connections=0",
             "connections.max.idle.ms=-5",
             "queued.max.request.bytes=0",
+            "socket.io.slice.bytes=100",
         ] {
             let args = StartArgs {
                 set: vec![bad.into()],
@@ -818,6 +827,18 @@ mod tests {
         };
         let cfg = BrokerConfig::load_from(&args, &[]).unwrap();
         assert_eq!(cfg.limits.queued_max_request_bytes, None);
+    }
+
+    #[test]
+    fn io_slice_default_and_unbounded() {
+        let cfg = BrokerConfig::load_from(&StartArgs::default(), &[]).unwrap();
+        assert_eq!(cfg.io_slice_bytes, 512 << 10);
+        let args = StartArgs {
+            set: vec!["socket.io.slice.bytes=0".into()],
+            ..Default::default()
+        };
+        let cfg = BrokerConfig::load_from(&args, &[]).unwrap();
+        assert_eq!(cfg.io_slice_bytes, usize::MAX);
     }
 
     #[test]

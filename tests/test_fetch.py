@@ -150,3 +150,26 @@ def test_waiting_fetch_wakes_when_data_arrives(shared_broker):
             assert lag < 2.0, f"record {i} took {lag:.2f}s: waiting fetch not woken by produce"
     finally:
         c.close()
+
+
+def test_answers_and_frames_cut_in_small_slices_arrive_whole(broker_factory):
+    """socket.io.slice.bytes at its minimum: every large Produce frame is
+    received, and every large Fetch answer sent, in 4 KiB pieces with the
+    shard's other tasks run between them. Real clients must see exactly what
+    they produced (two partitions, so one answer interleaves with the other
+    connection's)."""
+    from kclients import by_partition, consume_kafka_python, consume_confluent
+    b = broker_factory(settings={"socket.io.slice.bytes": "4096"})
+    topic = uniq("slice")
+    create_topic(b.bootstrap, topic, 2)
+    produced = [Rec(b"k%d" % i, bytes([i % 251]) * (1000 + i % 3000)) for i in range(6000)]
+    offsets = produce_confluent(b.bootstrap, topic, produced,
+                                conf={"linger.ms": 50, "batch.size": 1000000})
+    want: dict[int, list[Rec]] = {0: [], 1: []}
+    for r, (p, _off) in sorted(zip(produced, offsets), key=lambda x: x[1]):
+        want[p].append(r)
+    for got in (consume_confluent(b.bootstrap, topic, range(2), len(produced)),
+                consume_kafka_python(b.bootstrap, topic, range(2), len(produced))):
+        parts = by_partition(got)
+        for p in range(2):
+            assert [g.rec() for g in parts.get(p, [])] == want[p], f"partition {p}"

@@ -116,6 +116,14 @@ pub async fn run_low_priority<T: 'static>(fut: impl Future<Output = T> + 'static
     }
 }
 
+/// Lets the shard's other ready tasks run before this one goes on: a task that
+/// moves many bytes in a row (a large answer to the socket, a large frame
+/// from it) calls this between slices, so that no single poll holds the
+/// shard for long (the stall detector's `longest_poll_us`).
+pub async fn yield_now() {
+    glommio::executor().yield_now().await;
+}
+
 /// Sleeps on the shard's timer wheel.
 pub async fn sleep(d: Duration) {
     glommio::timer::sleep(d).await;

@@ -76,6 +76,7 @@ pub async fn serve(mut stream: TcpStream, _slot: ConnectionSlot) {
     let limits = &cfg.limits;
     let idle = Duration::from_millis(limits.idle_ms);
     let frame_timeout = Duration::from_millis(limits.request_read_timeout_ms);
+    let slice = cfg.io_slice_bytes;
     let _ = stream.set_nodelay(true);
     let _ = stream.set_read_timeout(Some(idle));
     let writer = match duplicate(&stream) {
@@ -93,7 +94,7 @@ pub async fn serve(mut stream: TcpStream, _slot: ConnectionSlot) {
         let peer = peer.clone();
         let idle_ms = limits.idle_ms;
         runtime::spawn(async move {
-            write_answers(writer, queue, &peer, idle_ms).await;
+            write_answers(writer, queue, &peer, idle_ms, slice).await;
             let _ = done_tx.send(());
         });
     }
@@ -119,7 +120,7 @@ pub async fn serve(mut stream: TcpStream, _slot: ConnectionSlot) {
             }
         };
         let permit = admit_request(size, limits.queued_max_request_bytes).await;
-        let buf = match read_body(&mut stream, size, idle, frame_timeout).await {
+        let buf = match read_body(&mut stream, size, (idle, frame_timeout), slice).await {
             Ok(b) => b,
             Err(e) => {
                 match e.kind() {
@@ -199,9 +200,11 @@ async fn write_answers(
     mut queue: mpsc::Receiver<Answer>,
     peer: &str,
     idle_ms: u64,
+    slice: usize,
 ) {
     // A second fd of the socket for splices, made on the first one.
     let mut splice_sock: Option<Arc<OwnedFd>> = None;
+    let mut pace = Pace::new(slice);
     while let Some(answer) = queue.next().await {
         let frame = match answer.reply {
             Reply::Now(frame) => Ok(frame.map(Out::Whole)),
@@ -212,9 +215,9 @@ async fn write_answers(
             Ok(Some(out)) => {
                 let sent = match out {
                     // Every answer but a Fetch in parts: one write, no part list.
-                    Out::Whole(b) => stream.write_all(&b).await,
+                    Out::Whole(b) => pace.write(&mut stream, &b).await,
                     Out::Parts(parts) => {
-                        send_parts(&mut stream, &mut splice_sock, parts, idle_ms).await
+                        send_parts(&mut stream, &mut splice_sock, &mut pace, parts, idle_ms).await
                     }
                 };
                 if let Err(e) = sent {
@@ -242,6 +245,49 @@ async fn write_answers(
     let _ = stream.shutdown(Shutdown::Both).await;
 }
 
+/// Counts the bytes a task copied to or from its socket since it last
+/// yielded, so that it yields every `slice` bytes (`socket.io.slice.bytes`):
+/// one `send` of a 4 MiB Fetch answer held a shard for about 5 ms on
+/// loopback (BENCHMARKS.md).
+struct Pace {
+    slice: usize,
+    moved: usize,
+}
+
+impl Pace {
+    fn new(slice: usize) -> Pace {
+        Pace {
+            slice: slice.max(1),
+            moved: 0,
+        }
+    }
+
+    /// How much of `left` bytes to move next (at most what is left of the
+    /// slice), yielding first if the slice is spent.
+    async fn next(&mut self, left: usize) -> usize {
+        if self.moved >= self.slice {
+            runtime::yield_now().await;
+            self.moved = 0;
+        }
+        left.min(self.slice - self.moved)
+    }
+
+    fn moved(&mut self, n: usize) {
+        self.moved = self.moved.saturating_add(n);
+    }
+
+    /// Writes `b` whole, at most one slice per send.
+    async fn write(&mut self, stream: &mut TcpStream, mut b: &[u8]) -> std::io::Result<()> {
+        while !b.is_empty() {
+            let n = self.next(b.len()).await;
+            stream.write_all(&b[..n]).await?;
+            self.moved(n);
+            b = &b[n..];
+        }
+        Ok(())
+    }
+}
+
 /// A response frame ready to write: whole, or in parts (`protocol::parts`).
 enum Out {
     Whole(Bytes),
@@ -254,12 +300,13 @@ enum Out {
 async fn send_parts(
     stream: &mut TcpStream,
     splice_sock: &mut Option<Arc<OwnedFd>>,
+    pace: &mut Pace,
     parts: Vec<Part>,
     idle_ms: u64,
 ) -> std::io::Result<()> {
     for part in parts {
         match part {
-            Part::Mem(b) => stream.write_all(&b).await?,
+            Part::Mem(b) => pace.write(stream, &b).await?,
             Part::File(r) => {
                 stream.flush().await?;
                 let sock = match splice_sock {
@@ -283,15 +330,18 @@ async fn send_parts(
 /// is received straight into the buffer's unwritten capacity
 /// ([`recv_into_spare`]). Only when the socket is empty does the read wait
 /// through glommio (which keeps the timeouts), into a zeroed piece of at most
-/// [`WAIT_CHUNK_BYTES`].
+/// [`WAIT_CHUNK_BYTES`]. A receive takes at most `slice` bytes
+/// (`socket.io.slice.bytes`), and the reader yields after that many, so a
+/// large frame arriving fast does not hold the shard while it is copied.
 async fn read_body(
     stream: &mut TcpStream,
     size: usize,
-    idle: Duration,
-    frame_timeout: Duration,
+    (idle, frame_timeout): (Duration, Duration),
+    slice: usize,
 ) -> std::io::Result<Vec<u8>> {
     let deadline = Instant::now() + frame_timeout;
     let mut buf: Vec<u8> = Vec::with_capacity(size.min(FIRST_BUFFER_BYTES));
+    let mut pace = Pace::new(slice);
     let result = loop {
         let filled = buf.len();
         if filled == size {
@@ -312,10 +362,13 @@ async fn read_body(
             let grown = filled.saturating_mul(2).min(size);
             buf.reserve_exact(grown - filled);
         }
-        let want = buf.capacity().min(size) - filled;
+        let want = pace.next(buf.capacity().min(size) - filled).await;
         match recv_into_spare(stream.as_raw_fd(), &mut buf, want) {
             Some(Ok(0)) => break Err(ErrorKind::UnexpectedEof.into()),
-            Some(Ok(_)) => continue,
+            Some(Ok(n)) => {
+                pace.moved(n);
+                continue;
+            }
             Some(Err(e)) if e.kind() == ErrorKind::Interrupted => continue,
             Some(Err(e)) => break Err(e),
             None => {}
@@ -383,6 +436,40 @@ mod tests {
     use super::*;
     use std::io::Write;
     use std::os::unix::net::UnixStream;
+
+    #[test]
+    fn pace_bounds_each_copy_and_yields_when_the_slice_is_spent() {
+        use std::future::Future;
+        use std::task::{Context, Poll};
+        let waker = futures::task::noop_waker();
+        let mut cx = Context::from_waker(&waker);
+        // (bytes granted, times the future was pending first)
+        let mut step = |pace: &mut Pace, left: usize| {
+            let mut f = std::pin::pin!(pace.next(left));
+            let mut pending = 0;
+            loop {
+                match f.as_mut().poll(&mut cx) {
+                    Poll::Ready(n) => return (n, pending),
+                    Poll::Pending => pending += 1,
+                }
+            }
+        };
+        let mut pace = Pace::new(10);
+        assert_eq!(step(&mut pace, 4), (4, 0));
+        pace.moved(4);
+        assert_eq!(step(&mut pace, 100), (6, 0), "the rest of the slice");
+        pace.moved(6);
+        assert_eq!(
+            step(&mut pace, 100),
+            (10, 1),
+            "spent: yields once, then a new slice"
+        );
+        pace.moved(3);
+        assert_eq!(step(&mut pace, 5), (5, 0));
+        let mut unbounded = Pace::new(usize::MAX);
+        unbounded.moved(1 << 30);
+        assert_eq!(step(&mut unbounded, 1 << 30), (1 << 30, 0));
+    }
 
     #[test]
     fn recv_into_spare_takes_what_arrived_without_zeroing() {
