@@ -20,6 +20,10 @@ const LEFT: f64 = 70.0;
 const RIGHT: f64 = 230.0;
 const TOP: f64 = 40.0;
 const BOTTOM: f64 = 50.0;
+/// Where a legend entry's text starts, right of the plot's edge.
+const LEGEND_TEXT_X: f64 = 41.0;
+/// A generous average advance of one 12 px sans-serif character.
+const CHAR_PX: f64 = 7.5;
 /// Rightmost percentile shown: 1 - 10^-NINES.
 const NINES: f64 = 5.0;
 const COLOURS: [&str; 8] = [
@@ -128,10 +132,18 @@ pub fn latency_svg(title: &str, series: &[Series]) -> String {
     let x = |pct: f64| LEFT + nines(pct) / NINES * plot_w;
     let y = |us: u64| TOP + plot_h - scale.frac(us as f64 / 1000.0) * plot_h;
 
+    // The legend sits right of the plot; long names (a `compare` of two
+    // result paths) widen the picture instead of running off its edge.
+    let longest = series
+        .iter()
+        .map(|s| s.name.chars().count())
+        .max()
+        .unwrap_or(0);
+    let width = WIDTH.max(LEFT + plot_w + LEGEND_TEXT_X + longest as f64 * CHAR_PX + 10.0);
     let mut s = String::new();
     let _ = writeln!(
         s,
-        r#"<svg xmlns="http://www.w3.org/2000/svg" width="{WIDTH}" height="{HEIGHT}" viewBox="0 0 {WIDTH} {HEIGHT}" font-family="sans-serif" font-size="12">"#
+        r#"<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{HEIGHT}" viewBox="0 0 {width} {HEIGHT}" font-family="sans-serif" font-size="12">"#
     );
     let _ = writeln!(s, r#"<rect width="100%" height="100%" fill="white"/>"#);
     let _ = writeln!(
@@ -207,7 +219,7 @@ pub fn latency_svg(title: &str, series: &[Series]) -> String {
             s,
             r#"<line x1="{lx:.1}" y1="{ly:.1}" x2="{:.1}" y2="{ly:.1}" stroke="{colour}" stroke-width="3"/><text x="{:.1}" y="{:.1}">{}</text>"#,
             lx + 20.0,
-            lx + 26.0,
+            LEFT + plot_w + LEGEND_TEXT_X,
             ly + 4.0,
             escape(&ser.name)
         );
@@ -294,5 +306,33 @@ mod tests {
         assert!(svg.contains("publish &amp; co"));
         assert!(svg.contains("t &lt;1&gt;"));
         assert!(svg.contains(">99.9%<") && svg.contains(">99%<") && svg.contains(">90%<"));
+        assert!(
+            svg.contains(r#"width="900""#),
+            "short names keep the usual width"
+        );
+    }
+
+    #[test]
+    fn long_legend_names_widen_the_picture() {
+        let name = "/tmp/sweep/io_mode=buffered,fetch.splice.enable=true/result.json publish";
+        let svg = latency_svg(
+            "compare",
+            &[Series {
+                name: name.into(),
+                points: vec![(50.0, 300)],
+            }],
+        );
+        assert!(
+            svg.contains(&format!(">{name}<")),
+            "the name is written whole"
+        );
+        let width: f64 = svg
+            .split("width=\"")
+            .nth(1)
+            .and_then(|w| w.split('"').next())
+            .and_then(|w| w.parse().ok())
+            .expect("width attribute");
+        let text_x = LEFT + (WIDTH - LEFT - RIGHT) + LEGEND_TEXT_X;
+        assert!(width >= text_x + name.len() as f64 * CHAR_PX, "{width}");
     }
 }

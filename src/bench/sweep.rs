@@ -330,13 +330,32 @@ mod tests {
     #[test]
     fn shipped_experiments_parse_and_apply() {
         let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-        for f in ["tuning/io-mode.toml", "tuning/batching.toml"] {
-            let path = root.join(f);
+        let mut files: Vec<_> = std::fs::read_dir(root.join("tuning"))
+            .expect("tuning/")
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| p.extension().is_some_and(|x| x == "toml"))
+            .collect();
+        files.sort();
+        assert!(files.len() >= 5, "{files:?}");
+        for path in files {
+            let f = path.display().to_string();
             let text = std::fs::read_to_string(&path).expect("readable");
-            let e = Experiment::parse(&text).expect(f);
-            let base = Workload::load(&path.parent().expect("dir").join(&e.workload)).expect(f);
+            let e = Experiment::parse(&text).expect(&f);
+            let base = Workload::load(&path.parent().expect("dir").join(&e.workload)).expect(&f);
             for v in &e.variants {
-                e.workload_for(&base, v, &[]).expect(f);
+                e.workload_for(&base, v, &[]).expect(&f);
+                // Every broker setting is one `sluice start` accepts.
+                let args = crate::config::StartArgs {
+                    set: e
+                        .broker_for(v)
+                        .iter()
+                        .map(|(k, v)| format!("{k}={v}"))
+                        .collect(),
+                    ..Default::default()
+                };
+                if let Err(err) = crate::config::BrokerConfig::load_from(&args, &[]) {
+                    panic!("{f}, variant {}: {err:#}", v.name);
+                }
             }
         }
     }

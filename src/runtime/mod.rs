@@ -124,6 +124,13 @@ pub async fn yield_now() {
     glommio::executor().yield_now().await;
 }
 
+/// Runs `f` on the shard's thread for blocking work (glommio's blocking pool,
+/// pinned to the shard's core) and waits for it without blocking the shard:
+/// for syscalls io_uring cannot take, such as a directory fsync.
+pub async fn blocking<R: Send + 'static>(f: impl FnOnce() -> R + Send + 'static) -> R {
+    glommio::executor().spawn_blocking(f).await
+}
+
 /// Sleeps on the shard's timer wheel.
 pub async fn sleep(d: Duration) {
     glommio::timer::sleep(d).await;

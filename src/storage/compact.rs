@@ -298,7 +298,7 @@ impl PartitionLog {
     /// Commits the pass and swaps the segments on disk and in memory (under the append lock).
     /// Returns false, having removed the cleaned files, when the log changed under the pass.
     async fn swap(&self, groups: &[Group], swap: &[SwapGroup], cfg: &LogConfig) -> Result<bool> {
-        sync_dir(&self.dir)?;
+        sync_dir(&self.dir).await?;
         let _permit = self
             .append_lock
             .acquire_permit(1)
@@ -326,7 +326,7 @@ impl PartitionLog {
         }
         // Commit point: from here on, recovery finishes the swap instead of rolling it back.
         write_file_atomic(&self.dir.join(SWAP_MANIFEST), encode_manifest(swap)).await?;
-        sync_dir(&self.dir)?;
+        sync_dir(&self.dir).await?;
         let mut new_segs = Vec::with_capacity(swap.len());
         for sg in swap {
             apply_group(&self.dir, sg)?;
@@ -342,7 +342,7 @@ impl PartitionLog {
                 new_segs.push((sg.base, Rc::new(seg)));
             }
         }
-        sync_dir(&self.dir)?;
+        sync_dir(&self.dir).await?;
         let end = swap.last().map_or(0, |g| g.end);
         {
             let mut segs = self.segments.borrow_mut();
@@ -364,7 +364,7 @@ impl PartitionLog {
         }
         self.recent.borrow_mut().drop_below(end);
         std::fs::remove_file(self.dir.join(SWAP_MANIFEST))?;
-        sync_dir(&self.dir)?;
+        sync_dir(&self.dir).await?;
         // The record holding the max timestamp may have been cleaned away.
         self.recompute_max_timestamp().await?;
         Ok(true)

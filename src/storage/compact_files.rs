@@ -28,7 +28,7 @@
 use std::path::{Path, PathBuf};
 
 use super::error::{Result, StorageError};
-use super::file::{read_small_file, sync_dir, write_file_atomic};
+use super::file::{read_small_file, sync_dir, sync_dir_blocking, write_file_atomic};
 use super::segment::Segment;
 
 /// Cleaner checkpoint file name.
@@ -147,7 +147,7 @@ impl CleanerCheckpoint {
 
     pub async fn store(&self, dir: &Path) -> Result<()> {
         write_file_atomic(&dir.join(CLEANER_CHECKPOINT), self.encode()).await?;
-        sync_dir(dir)
+        sync_dir(dir).await
     }
 }
 
@@ -296,9 +296,9 @@ pub(crate) fn recover(dir: &Path) -> Result<()> {
     }
     remove_cleaned_files(dir)?;
     if groups.is_some() {
-        sync_dir(dir)?;
+        sync_dir_blocking(dir)?;
         remove_if_exists(&manifest)?;
-        sync_dir(dir)?;
+        sync_dir_blocking(dir)?;
     }
     Ok(())
 }

@@ -293,12 +293,26 @@ impl SegFile {
     }
 }
 
-/// fsyncs a directory so that file creations and renames in it survive a power loss. A blocking
-/// syscall: only used on rare paths (segment roll, DeleteRecords checkpoint).
-pub(crate) fn sync_dir(dir: &Path) -> Result<()> {
-    std::fs::File::open(dir)
-        .and_then(|d| d.sync_all())
+/// fsyncs a directory so that file creations, renames and removals in it survive a power loss
+/// (segment roll, producer snapshot, DeleteRecords checkpoint, cleaner swap). The fsync commits
+/// the file system's journal, so under write load it waits as long as an fdatasync does; it runs
+/// on the shard's blocking-work thread (`runtime::blocking`), so that only the caller waits, not
+/// every partition and connection of the shard.
+pub(crate) async fn sync_dir(dir: &Path) -> Result<()> {
+    let owned = dir.to_path_buf();
+    crate::runtime::blocking(move || fsync_dir(&owned))
+        .await
         .map_err(|e| io_err("syncing directory", dir, e))
+}
+
+/// [`sync_dir`] on the calling thread, for start-up paths that are not async
+/// (`compact_files::recover`).
+pub(crate) fn sync_dir_blocking(dir: &Path) -> Result<()> {
+    fsync_dir(dir).map_err(|e| io_err("syncing directory", dir, e))
+}
+
+fn fsync_dir(dir: &Path) -> std::io::Result<()> {
+    std::fs::File::open(dir).and_then(|d| d.sync_all())
 }
 
 /// Reads a whole small file; None if it does not exist.

@@ -131,7 +131,7 @@ impl PartitionLog {
         if segments.is_empty() {
             let base = checkpoint.unwrap_or(0).max(0);
             segments.push(Rc::new(Segment::create(dir, base, mode).await?));
-            sync_dir(dir)?;
+            sync_dir(dir).await?;
         }
         let first_base = segments[0].base_offset;
         let log_end = segments[segments.len() - 1].next_offset();

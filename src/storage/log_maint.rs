@@ -49,7 +49,7 @@ impl PartitionLog {
         let seg = Segment::create(&self.dir, self.log_end.get(), mode).await?;
         self.segments.borrow_mut().push(Rc::new(seg));
         // Persist the new segment's directory entry and the renamed index files.
-        sync_dir(&self.dir)?;
+        sync_dir(&self.dir).await?;
         // The sealed segment was synced: everything before the new base is durable.
         self.durable_end
             .set(self.durable_end.get().max(self.log_end.get()));
@@ -144,7 +144,7 @@ impl PartitionLog {
             format!("{offset}\n").into_bytes(),
         )
         .await?;
-        sync_dir(&self.dir)?;
+        sync_dir(&self.dir).await?;
         self.log_start.set(offset);
         loop {
             let next_base = self.segments.borrow().get(1).map(|s| s.base_offset);

@@ -64,7 +64,7 @@ pub(crate) fn remove_snapshot(dir: &Path, offset: i64) -> Result<()> {
 /// Writes the snapshot for `offset` atomically and makes its directory entry durable.
 pub(crate) async fn write_snapshot(dir: &Path, offset: i64, map: &ProducerStateMap) -> Result<()> {
     write_file_atomic(&snapshot_path(dir, offset), encode(offset, map)).await?;
-    sync_dir(dir)
+    sync_dir(dir).await
 }
 
 pub(crate) fn encode(offset: i64, map: &ProducerStateMap) -> Vec<u8> {

@@ -279,7 +279,7 @@ impl Segment {
         f.write(buf, (index * ENTRY_BYTES) as u64).await?;
         f.sync().await?;
         if index == 0 {
-            super::file::sync_dir(&self.dir)?;
+            super::file::sync_dir(&self.dir).await?;
         }
         Ok(())
     }
@@ -298,7 +298,7 @@ impl Segment {
         } else {
             write_file_atomic(&path, data).await?;
         }
-        super::file::sync_dir(&self.dir)
+        super::file::sync_dir(&self.dir).await
     }
 
     /// Whether the indexes have reached `capacity` bytes (segment.index.bytes).
