@@ -598,10 +598,9 @@ impl CleanedWriter {
     }
 
     /// Writes the first `n` pending bytes at `flushed` (aligned for O_DIRECT; a final partial
-    /// block is zero-padded by `alloc` and trimmed by `finish`).
+    /// block is zero-padded by `alloc_filled` and trimmed by `finish`).
     async fn write_out(&mut self, n: usize) -> Result<()> {
-        let mut buf = self.file.alloc(n);
-        buf.as_mut().copy_from_slice(&self.pending[..n]);
+        let buf = self.file.alloc_filled(&[&self.pending[..n]]);
         self.file.write(buf, self.flushed).await?;
         self.flushed += n as u64;
         self.pending.drain(..n);

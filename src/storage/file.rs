@@ -179,22 +179,35 @@ impl SegFile {
         matches!(self.inner, Inner::Direct(_))
     }
 
-    /// A buffer of `len` usable bytes, for the caller to fill completely
-    /// (every caller copies its whole content in). DMA buffers are padded up
-    /// to `ALIGN`, and only that padding is zeroed, since the usable bytes
-    /// are about to be overwritten: zeroing them too cost a memset pass over
-    /// every appended byte (11% of the broker's samples at 565 MB/s of
-    /// produce, BENCHMARKS.md). A page-cache (buffered) buffer is a zeroed
-    /// `Vec`.
-    pub fn alloc(&self, len: usize) -> WriteBuf {
+    /// A write buffer holding `parts` one after the other, for the caller to
+    /// patch in place (`WriteBuf::as_mut`) and hand to [`SegFile::write`].
+    /// Nothing is zeroed but a DMA buffer's padding up to `ALIGN`: zeroing
+    /// the whole buffer before copying into it cost a memset pass over every
+    /// appended byte (11% of the broker's samples at 565 MB/s of produce,
+    /// BENCHMARKS.md). A page-cache (buffered) buffer is a `Vec` extended
+    /// by the parts.
+    pub fn alloc_filled(&self, parts: &[&[u8]]) -> WriteBuf {
+        let len: usize = parts.iter().map(|p| p.len()).sum();
         match &self.inner {
             Inner::Direct(f) => {
                 let cap = (len as u64).div_ceil(ALIGN).max(1) * ALIGN;
                 let mut b = f.alloc_dma_buffer(cap as usize);
-                b.as_bytes_mut()[len..].fill(0);
+                let bytes = b.as_bytes_mut();
+                let mut at = 0;
+                for p in parts {
+                    bytes[at..at + p.len()].copy_from_slice(p);
+                    at += p.len();
+                }
+                bytes[len..].fill(0);
                 WriteBuf::Dma(b, len)
             }
-            Inner::Buffered(_) => WriteBuf::Vec(vec![0u8; len]),
+            Inner::Buffered(_) => {
+                let mut v = Vec::with_capacity(len);
+                for p in parts {
+                    v.extend_from_slice(p);
+                }
+                WriteBuf::Vec(v)
+            }
         }
     }
 
@@ -440,11 +453,12 @@ mod tests {
                 let p = dir.path().join(format!("f{i}"));
                 let f = SegFile::open(&p, mode).await.expect("open");
                 // Dirty memory the next buffer may reuse: its padding must still be zeros.
-                let mut dirty = f.alloc(2 * ALIGN as usize);
+                let mut dirty = f.alloc_filled(&[&[0u8; 100], &[1u8; 2 * ALIGN as usize - 100]]);
+                assert_eq!(dirty.as_mut().len(), 2 * ALIGN as usize);
                 dirty.as_mut().fill(0xff);
                 drop(dirty);
-                let mut b = f.alloc(10);
-                b.as_mut().copy_from_slice(b"0123456789");
+                let mut b = f.alloc_filled(&[b"0123", b"", b"456789"]);
+                assert_eq!(b.as_mut(), b"0123456789");
                 f.write(b, 0).await.expect("write");
                 if mode == IoMode::Direct {
                     let raw = std::fs::read(&p).expect("raw read");

@@ -155,14 +155,12 @@ impl Segment {
         };
         let lead = tail.len();
         let total = lead + records.len();
-        let mut buf = self.file.alloc(total);
+        let mut buf = self.file.alloc_filled(&[&tail, records]);
         let new_size = size + records.len() as u64;
         let new_tail;
         let stored;
         {
             let b = buf.as_mut();
-            b[..lead].copy_from_slice(&tail);
-            b[lead..].copy_from_slice(records);
             let mut at = lead;
             let mut offset = plan.first_offset;
             for bi in plan.batches {
@@ -274,8 +272,7 @@ impl Segment {
         };
         let path = Self::txn_index_path(&self.dir, self.base_offset);
         let f = SegFile::open(&path, IoMode::Buffered).await?;
-        let mut buf = f.alloc(ENTRY_BYTES);
-        buf.as_mut().copy_from_slice(&t.encode());
+        let buf = f.alloc_filled(&[&t.encode()]);
         f.write(buf, (index * ENTRY_BYTES) as u64).await?;
         f.sync().await?;
         if index == 0 {
