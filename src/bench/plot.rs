@@ -20,8 +20,10 @@ const LEFT: f64 = 70.0;
 const RIGHT: f64 = 230.0;
 const TOP: f64 = 40.0;
 const BOTTOM: f64 = 50.0;
-/// Where a legend entry's text starts, right of the plot's edge.
-const LEGEND_TEXT_X: f64 = 41.0;
+/// Where a legend entry's colour swatch (20 px) starts, right of the plot's edge.
+const LEGEND_LINE_X: f64 = 15.0;
+/// Where its text starts.
+const LEGEND_TEXT_X: f64 = LEGEND_LINE_X + 26.0;
 /// A generous average advance of one 12 px sans-serif character.
 const CHAR_PX: f64 = 7.5;
 /// Rightmost percentile shown: 1 - 10^-NINES.
@@ -214,7 +216,7 @@ pub fn latency_svg(title: &str, series: &[Series]) -> String {
             );
         }
         let ly = TOP + 10.0 + i as f64 * 20.0;
-        let lx = LEFT + plot_w + 15.0;
+        let lx = LEFT + plot_w + LEGEND_LINE_X;
         let _ = writeln!(
             s,
             r#"<line x1="{lx:.1}" y1="{ly:.1}" x2="{:.1}" y2="{ly:.1}" stroke="{colour}" stroke-width="3"/><text x="{:.1}" y="{:.1}">{}</text>"#,
