@@ -128,7 +128,15 @@ async fn ensure_iopoll_probed(dir: &Path) -> Result<()> {
 pub(crate) struct SegFile {
     inner: Inner,
     path: PathBuf,
+    /// A duplicate of a direct file's fd for reads on the side ring
+    /// (`read_side`); None once duplicating failed or the ring is missing.
+    side_fd: std::cell::OnceCell<Option<std::sync::Arc<std::os::fd::OwnedFd>>>,
 }
+
+/// Direct reads at least this long go through the side ring into memory that
+/// can leave the shard without a copy (`runtime::splice::read_direct`);
+/// shorter ones (offset lookups, header walks) stay on glommio's ring.
+const SIDE_READ_MIN: usize = 64 << 10;
 
 impl SegFile {
     /// Opens (creating if missing) a file for reading and writing.
@@ -155,6 +163,7 @@ impl SegFile {
         Ok(SegFile {
             inner,
             path: path.to_path_buf(),
+            side_fd: std::cell::OnceCell::new(),
         })
     }
 
@@ -243,8 +252,59 @@ impl SegFile {
         }
     }
 
+    /// The fd for side-ring reads of a direct file, duplicated on first use.
+    fn side_fd(&self) -> Option<&std::sync::Arc<std::os::fd::OwnedFd>> {
+        use std::os::fd::{AsFd, AsRawFd};
+        let Inner::Direct(f) = &self.inner else {
+            return None;
+        };
+        self.side_fd
+            .get_or_init(|| {
+                if !crate::runtime::splice::available() {
+                    return None;
+                }
+                // SAFETY: the fd belongs to `f`, which is open for this call.
+                let fd = unsafe { std::os::fd::BorrowedFd::borrow_raw(f.as_raw_fd()) };
+                match fd.as_fd().try_clone_to_owned() {
+                    Ok(fd) => Some(std::sync::Arc::new(fd)),
+                    Err(e) => {
+                        tracing::warn!(file = %self.path.display(), error = %e,
+                            "cannot duplicate segment fd; its reads are copied");
+                        None
+                    }
+                }
+            })
+            .as_ref()
+    }
+
+    /// `len` bytes at `pos` of a direct file read on the side ring, without
+    /// a copy; None when that is not possible (fall back to `read`).
+    async fn read_side(&self, pos: u64, len: usize) -> Result<Option<Bytes>> {
+        let Some(fd) = self.side_fd() else {
+            return Ok(None);
+        };
+        let start = pos - pos % ALIGN;
+        let skip = (pos - start) as usize;
+        let aligned = ((skip + len) as u64).div_ceil(ALIGN) * ALIGN;
+        let buf = crate::runtime::splice::read_direct(fd, start, aligned as usize)
+            .await
+            .map_err(|e| io_err("reading", &self.path, e))?;
+        if buf.as_ref().len() < skip + len {
+            // Short (the end of the file, or a read the kernel cut): rare,
+            // since callers read within the segment's size; the copying
+            // path reads on until the end of the file.
+            return Ok(None);
+        }
+        Ok(Some(Bytes::from_owner(buf).slice(skip..skip + len)))
+    }
+
     /// Reads up to `len` bytes at `pos` (fewer only at end of file).
     pub async fn read(&self, pos: u64, len: usize) -> Result<Bytes> {
+        if len >= SIDE_READ_MIN {
+            if let Some(b) = self.read_side(pos, len).await? {
+                return Ok(b);
+            }
+        }
         let mut out = Vec::with_capacity(len);
         while out.len() < len {
             let at = pos + out.len() as u64;

@@ -613,6 +613,18 @@ fn live_disk_reads_beyond_the_cache_match_appends() {
             super::batch::patch_batch(&mut want, 0, 0, None);
             assert_eq!(&first[..], &want[..]);
             assert_eq!(read_all(&log, 0).await.len(), 90);
+            // A fetch-sized read from the middle of the file (in direct mode
+            // read on the side ring into memory of its own) holds exactly the
+            // batches written there.
+            let many = log.read(30, 1 << 20, i64::MAX).await.expect("disk read");
+            let mut want = Vec::new();
+            for i in 10..(10 + (many.len() / 100_000) as i64) {
+                let mut b = simple_batch(3, i, 33_333 + i as usize);
+                super::batch::patch_batch(&mut b, i * 3, 0, None);
+                want.extend_from_slice(&b);
+            }
+            assert!(many.len() > 900_000, "{mode:?}: {} bytes", many.len());
+            assert_eq!(&many[..], &want[..], "{mode:?}");
         }
     });
 }
