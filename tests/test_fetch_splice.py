@@ -24,18 +24,24 @@ from kclients import (Rec, by_partition, consume_confluent, consume_kafka_python
 SPLICE = {"fetch.splice.enable": "true", "stall.detector.interval.ms": "200"}
 
 
-def spliced(log, within: float = 5.0) -> int:
-    """Bytes spliced according to the detector lines logged so far (waits for one more line)."""
+def detector_sum(log, field: str, within: float = 5.0) -> int:
+    """The sum of `field=N` over the stall detector lines logged so far (waits for one more
+    line, and up to `within` seconds for a non-zero sum)."""
     time.sleep(0.5)
     deadline = time.monotonic() + within
     total = 0
     while time.monotonic() < deadline:
-        total = sum(int(v) for v in re.findall(r"spliced_bytes=(\d+)",
+        total = sum(int(v) for v in re.findall(field + r"=(\d+)",
                                                 log.read_text(errors="replace")))
         if total:
             break
         time.sleep(0.2)
     return total
+
+
+def spliced(log) -> int:
+    """Bytes spliced according to the detector lines."""
+    return detector_sum(log, "spliced_bytes")
 
 
 def records(n: int, seed: int) -> list[Rec]:

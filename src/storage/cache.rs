@@ -79,6 +79,13 @@ impl RecentBatches {
         }
     }
 
+    /// Whether a read at `offset` would be served from here (not counted as a read).
+    pub fn holds(&self, offset: i64) -> bool {
+        self.entries
+            .front()
+            .is_some_and(|first| offset >= first.base)
+    }
+
     /// Whole batches from the one holding `offset`, as `PartitionLog::read` would return them;
     /// None if `offset` is older than the cache.
     pub fn read(&self, offset: i64, max_bytes: usize, max_offset_exclusive: i64) -> Option<Bytes> {

@@ -166,7 +166,7 @@ fn keeps_latest_per_key_with_offsets_in_both_modes() {
                 "{mode:?}"
             );
             // A reader that took the old segment list before the swap can still read them.
-            let data = old[1]
+            let (data, _) = old[1]
                 .read_from(0, 1 << 20, i64::MAX)
                 .await
                 .expect("old segment readable");

@@ -80,6 +80,9 @@ pub struct PartitionLog {
     pub(crate) first_unstable: Cell<Option<i64>>,
     /// The last append failed for lack of space (for logging the change only).
     pub(crate) out_of_space: Cell<bool>,
+    /// Windows after the latest segment-file reads, read ahead for their
+    /// readers' next fetches (`readahead.rs`), oldest first.
+    pub(crate) ahead: RefCell<Vec<super::readahead::Window>>,
 }
 
 /// Parses `00000000000000000123.log` into 123.
@@ -161,6 +164,7 @@ impl PartitionLog {
             producer_state: RefCell::new(ProducerStateMap::default()),
             first_unstable: Cell::new(None),
             out_of_space: Cell::new(false),
+            ahead: RefCell::new(Vec::new()),
         };
         log.recompute_max_timestamp().await?;
         log.load_producer_state().await?;
@@ -429,6 +433,24 @@ impl PartitionLog {
             return Ok(FetchRecords::Mem(hit));
         }
         let segs = self.segments_snapshot();
+        let ahead = {
+            let mut v = self.ahead.borrow_mut();
+            v.iter()
+                .position(|w| w.fits(fetch_offset, max_bytes, max_offset_exclusive, &segs))
+                .map(|i| v.remove(i))
+        };
+        if let Some(w) = ahead {
+            if let Some((data, seg, pos, next)) = w.take().await {
+                self.read_ahead(
+                    &seg,
+                    pos + data.len() as u64,
+                    next,
+                    max_bytes,
+                    max_offset_exclusive,
+                );
+                return Ok(FetchRecords::Mem(data));
+            }
+        }
         let first = segs
             .partition_point(|s| s.base_offset <= fetch_offset)
             .saturating_sub(1);
@@ -453,11 +475,51 @@ impl PartitionLog {
                     return Ok(FetchRecords::File(range));
                 }
             }
-            return Ok(FetchRecords::Mem(
-                seg.read_from(pos, max_bytes, max_offset_exclusive).await?,
-            ));
+            let (data, next) = seg.read_from(pos, max_bytes, max_offset_exclusive).await?;
+            if data.len() >= super::readahead::MIN_READ {
+                self.read_ahead(
+                    seg,
+                    pos + data.len() as u64,
+                    next,
+                    max_bytes,
+                    max_offset_exclusive,
+                );
+            }
+            return Ok(FetchRecords::Mem(data));
         }
         Ok(FetchRecords::Mem(Bytes::new()))
+    }
+
+    /// Starts reading the window after a segment-file read of a reader
+    /// catching up, for its next fetch (`readahead.rs`); replaces the last one.
+    fn read_ahead(
+        &self,
+        seg: &Rc<Segment>,
+        pos: u64,
+        next: i64,
+        max_bytes: usize,
+        max_offset_exclusive: i64,
+    ) {
+        // Windows ended (taken, failed, expired) or for the same offset, and
+        // the oldest beyond the limit, give their budget back before the new
+        // one asks for it.
+        let gone: Vec<_> = {
+            let mut v = self.ahead.borrow_mut();
+            let (gone, keep): (Vec<_>, Vec<_>) = std::mem::take(&mut *v)
+                .into_iter()
+                .partition(|w| w.is_done() || w.offset() == next);
+            *v = keep;
+            let over = v.len().saturating_sub(super::readahead::PER_PARTITION - 1);
+            gone.into_iter().chain(v.drain(..over)).collect()
+        };
+        drop(gone);
+        if self.recent.borrow().holds(next) {
+            // The cache answers that offset: no disk read is needed.
+            return;
+        }
+        if let Some(w) = super::readahead::start(seg, pos, next, max_bytes, max_offset_exclusive) {
+            self.ahead.borrow_mut().push(w);
+        }
     }
 
     pub fn log_start_offset(&self) -> i64 {

@@ -169,6 +169,8 @@ impl PartitionLog {
         }
         self.closed.set(true);
         self.recent.borrow_mut().clear();
+        // Windows read ahead give their memory back (their tasks end by `HOLD`).
+        self.ahead.borrow_mut().clear();
         self.active().seal().await?;
         self.durable_end.set(self.log_end.get());
         self.take_producer_snapshot().await;
@@ -181,6 +183,7 @@ impl PartitionLog {
         let _permit = self.lock().await?;
         self.closed.set(true);
         self.recent.borrow_mut().clear();
+        self.ahead.borrow_mut().clear();
         self.segments.borrow_mut().clear();
         match std::fs::remove_dir_all(&self.dir) {
             Ok(()) => Ok(()),

@@ -3,7 +3,8 @@
 //! group-commit flushes, crash recovery, rolling and retention.
 //!
 //! Files: `batch` (v2 framing, validation), `compression` (bounded decompression), `index`
-//! (offset/time indexes), `cache` (recent batches in memory), `file` (DMA/buffered file I/O), `segment*` (one segment: append, read,
+//! (offset/time indexes), `cache` (recent batches in memory), `readahead` (the next window of a
+//! reader catching up from segment files, read while its answer travels), `file` (DMA/buffered file I/O), `segment*` (one segment: append, read,
 //! recovery), `log*` (`PartitionLog`: the public API and segment lifecycle), `compact*` (the log
 //! cleaner for `cleanup.policy=compact`: pass selection and swap, batch rewriting, crash-safe
 //! swap files and checkpoint), `producer_*` (idempotent producers' per-partition state: sequence
@@ -39,6 +40,9 @@ mod producer_snapshot;
 mod producer_state;
 #[cfg(test)]
 mod producer_tests;
+mod readahead;
+#[cfg(test)]
+mod readahead_tests;
 mod segment;
 mod segment_read;
 mod segment_recover;
@@ -69,5 +73,9 @@ pub use segment_read::{FetchRecords, FileRange};
 pub fn read_figures() -> String {
     let (hits, misses, bytes) = cache::take_counts();
     let spliced = crate::runtime::splice::take_spliced_bytes();
-    format!("cache_hits={hits} cache_misses={misses} cache_bytes={bytes} spliced_bytes={spliced}")
+    let (ahead_started, ahead_taken, ahead_dropped) = readahead::take_counts();
+    format!(
+        "cache_hits={hits} cache_misses={misses} cache_bytes={bytes} spliced_bytes={spliced} \
+         ahead_started={ahead_started} ahead_taken={ahead_taken} ahead_dropped={ahead_dropped}"
+    )
 }

@@ -11,7 +11,7 @@ use super::segment::{rel, Segment};
 /// Window used when scanning headers to locate an offset.
 const LOCATE_WINDOW: usize = 16 << 10;
 /// Largest window read speculatively when collecting a fetch.
-const MAX_FETCH_WINDOW: usize = 1 << 20;
+pub(crate) const MAX_FETCH_WINDOW: usize = 1 << 20;
 /// Window used when walking batch headers (producer state replay).
 const HEADER_WALK_WINDOW: usize = 64 << 10;
 
@@ -212,16 +212,18 @@ impl Segment {
     }
 
     /// Whole batches from `pos`: the first one always (if its base offset is below
-    /// `max_offset_exclusive`), then more while the total stays within `max_bytes`.
+    /// `max_offset_exclusive`), then more while the total stays within `max_bytes`;
+    /// with the offset after the last of them (`i64::MIN` when there are none).
     pub async fn read_from(
         &self,
         pos: u64,
         max_bytes: usize,
         max_offset_exclusive: i64,
-    ) -> Result<Bytes> {
+    ) -> Result<(Bytes, i64)> {
         let size = self.size();
         let mut w = Window::new(&self.file, size, fetch_window(max_bytes));
         let mut end = pos;
+        let mut next = i64::MIN;
         while end < size {
             let (h, n) = w.header(end).await?.ok_or_else(|| corrupt_at(self, end))?;
             if h.base_offset >= max_offset_exclusive {
@@ -231,9 +233,10 @@ impl Segment {
                 break;
             }
             end += n as u64;
+            next = h.last_offset() + 1;
         }
         if end == pos {
-            return Ok(Bytes::new());
+            return Ok((Bytes::new(), next));
         }
         let len = (end - pos) as usize;
         let data = w.get(pos, len).await?;
@@ -243,7 +246,7 @@ impl Segment {
                 self.file.path().display()
             )));
         }
-        Ok(data)
+        Ok((data, next))
     }
 
     /// Calls `f` on the header of every batch from the one holding `from` (or the first after
