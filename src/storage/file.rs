@@ -502,6 +502,21 @@ mod tests {
             StorageError::LogDirOffline(_)
         ));
         assert_eq!(log_dirs::offline_count(), 1);
+        // A directory fsync that fails (here the directory vanished, as after
+        // a device loss) takes its dir offline the same way, through the
+        // blocking-work thread that runs it.
+        let gone = other.path().join("t-9");
+        let (tx, rx) = std::sync::mpsc::channel();
+        run(move || async move {
+            let _ = tx.send(sync_dir(&gone).await);
+        });
+        let e = rx
+            .recv()
+            .expect("result")
+            .expect_err("a vanished dir cannot be synced");
+        assert!(matches!(e, StorageError::LogDirOffline(_)), "{e}");
+        assert!(log_dirs::is_offline_index(1));
+        assert_eq!(log_dirs::offline_count(), 2);
         log_dirs::install(&[]);
     }
 
