@@ -77,8 +77,10 @@ enum State {
 struct Shared {
     state: RefCell<State>,
     done: LocalNotify,
-    /// Budget reserved for it, given back once when it leaves `Reading`/`Ready`.
-    reserved: usize,
+    /// Budget reserved for it (the fetch's size, then the bytes read if
+    /// more: a first batch larger than the limit comes whole, KIP-74), given
+    /// back once when it leaves `Reading`/`Ready`.
+    reserved: Cell<usize>,
 }
 
 impl Shared {
@@ -89,7 +91,7 @@ impl Shared {
         match prev {
             State::Done => None,
             other => {
-                HELD.with(|h| h.set(h.get().saturating_sub(self.reserved)));
+                HELD.with(|h| h.set(h.get().saturating_sub(self.reserved.get())));
                 match other {
                     State::Ready(b, next) => Some((b, next)),
                     _ => None,
@@ -178,7 +180,9 @@ pub(crate) fn start(
     if pos >= seg.size() || offset >= max_offset_exclusive {
         return None;
     }
-    let reserve = max_bytes.min(super::segment_read::MAX_FETCH_WINDOW);
+    // The whole size asked for: a reader asking for more than the budget
+    // gets no read-ahead.
+    let reserve = max_bytes;
     let fits = HELD.with(|h| {
         let now = h.get();
         let ok = now + reserve <= SHARD_BUDGET;
@@ -194,7 +198,7 @@ pub(crate) fn start(
     let shared = Rc::new(Shared {
         state: RefCell::new(State::Reading),
         done: LocalNotify::default(),
-        reserved: reserve,
+        reserved: Cell::new(reserve),
     });
     let task_shared = Rc::clone(&shared);
     let task_seg = Rc::clone(seg);
@@ -207,6 +211,11 @@ pub(crate) fn start(
                 let mut st = task_shared.state.borrow_mut();
                 // Not if the window was given up meanwhile.
                 if matches!(*st, State::Reading) {
+                    let extra = b.len().saturating_sub(task_shared.reserved.get());
+                    if extra > 0 {
+                        HELD.with(|h| h.set(h.get() + extra));
+                        task_shared.reserved.set(task_shared.reserved.get() + extra);
+                    }
                     *st = State::Ready(b, next);
                 }
             }

@@ -164,3 +164,20 @@ fn a_window_nobody_takes_is_dropped() {
         log.close().await.expect("close");
     });
 }
+
+#[test]
+fn a_window_counts_against_the_budget_at_the_fetch_limit() {
+    run(|| async {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let log = open_filled(dir.path(), IoMode::Direct).await;
+        take_counts();
+        let next = read_checked(&log, 0, 2 * MIB, i64::MAX).await;
+        assert_eq!(held(), 2 * MIB, "reserved at the limit asked for");
+        assert_eq!(take_counts().0, 1);
+        read_checked(&log, next, 2 * MIB, i64::MAX).await;
+        assert_eq!(take_counts().1, 1, "the next fetch took it");
+        assert_eq!(held(), 2 * MIB, "and its successor holds the same");
+        log.close().await.expect("close");
+        assert_eq!(held(), 0);
+    });
+}

@@ -11,7 +11,7 @@ use super::segment::{rel, Segment};
 /// Window used when scanning headers to locate an offset.
 const LOCATE_WINDOW: usize = 16 << 10;
 /// Largest window read speculatively when collecting a fetch.
-pub(crate) const MAX_FETCH_WINDOW: usize = 1 << 20;
+const MAX_FETCH_WINDOW: usize = 1 << 20;
 /// Window used when walking batch headers (producer state replay).
 const HEADER_WALK_WINDOW: usize = 64 << 10;
 
