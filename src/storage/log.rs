@@ -491,7 +491,8 @@ impl PartitionLog {
     }
 
     /// Starts reading the window after a segment-file read of a reader
-    /// catching up, for its next fetch (`readahead.rs`); replaces the last one.
+    /// catching up, for its next fetch (`readahead.rs`), beside the windows
+    /// of readers at other offsets.
     fn read_ahead(
         &self,
         seg: &Rc<Segment>,
@@ -501,18 +502,14 @@ impl PartitionLog {
         max_offset_exclusive: i64,
     ) {
         // Windows ended (taken, failed, expired) or for the same offset, and
-        // the oldest beyond the limit, give their budget back before the new
-        // one asks for it.
-        let gone: Vec<_> = {
+        // the oldest beyond the limit, give their budget back (on drop)
+        // before the new one asks for it.
+        {
             let mut v = self.ahead.borrow_mut();
-            let (gone, keep): (Vec<_>, Vec<_>) = std::mem::take(&mut *v)
-                .into_iter()
-                .partition(|w| w.is_done() || w.offset() == next);
-            *v = keep;
+            v.retain(|w| !w.is_done() && w.offset() != next);
             let over = v.len().saturating_sub(super::readahead::PER_PARTITION - 1);
-            gone.into_iter().chain(v.drain(..over)).collect()
-        };
-        drop(gone);
+            v.drain(..over);
+        }
         if self.recent.borrow().holds(next) {
             // The cache answers that offset: no disk read is needed.
             return;
