@@ -201,7 +201,14 @@ pub async fn delete(topic: &str, index: i32, dir: PathBuf) -> Result<(), Storage
             p.appended.notify_all();
             p.log.delete().await
         }
-        None => match std::fs::remove_dir_all(&dir) {
+        // Not open here: its files are closed, so unlinking them frees their
+        // blocks, which can take long (storage::reclaim): off the shard.
+        None => match crate::runtime::blocking({
+            let dir = dir.clone();
+            move || std::fs::remove_dir_all(dir)
+        })
+        .await
+        {
             Ok(()) => Ok(()),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
             Err(e) => Err(StorageError::Io(format!("removing {}: {e}", dir.display()))),

@@ -356,6 +356,14 @@ impl PartitionLog {
                 .filter(|s| s.base_offset < swap[0].base)
                 .cloned()
                 .collect();
+            // The replaced segments' files were deleted by the swap: their
+            // blocks are freed off the shard once they are dropped.
+            for s in segs
+                .iter()
+                .filter(|s| s.base_offset >= swap[0].base && s.base_offset < end)
+            {
+                s.retire();
+            }
             let mut next = keep_before;
             next.extend(new_segs.into_iter().map(|(_, s)| s));
             next.extend(keep_after);

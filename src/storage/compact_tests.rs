@@ -14,7 +14,7 @@ use super::config::{CleanupPolicy, IoMode, LogConfig};
 use super::error::StorageError;
 use super::log::PartitionLog;
 use super::segment::Segment;
-use super::testutil::{batch_opt, run, Codec};
+use super::testutil::{batch_opt, held_deleted, run, Codec};
 
 /// (offset, key, value) of a record; None value = tombstone.
 type Record = (i64, Vec<u8>, Option<Vec<u8>>);
@@ -171,6 +171,12 @@ fn keeps_latest_per_key_with_offsets_in_both_modes() {
                 .await
                 .expect("old segment readable");
             assert!(!data.is_empty());
+            // Once that reader lets go, the replaced segments' files (deleted
+            // by the swap) are held only by the reclaim thread, which frees
+            // them off the shard.
+            drop(old);
+            crate::runtime::sleep(std::time::Duration::from_millis(200)).await;
+            assert!(held_deleted(dir.path()) > 0, "{mode:?}");
             // The same after a clean reopen and after an unclean one.
             log.close().await.expect("close");
             let log = PartitionLog::open(dir.path(), compact_config(mode), 0)

@@ -252,6 +252,20 @@ impl SegFile {
         }
     }
 
+    /// A duplicate of the file's fd (shares its open file), for the reclaim
+    /// thread to close last; None if it cannot be made (then the file's own
+    /// close frees it, as without one).
+    pub fn dup_fd(&self) -> Option<std::os::fd::OwnedFd> {
+        use std::os::fd::AsRawFd;
+        let raw = match &self.inner {
+            Inner::Direct(f) => f.as_raw_fd(),
+            Inner::Buffered(f) => f.as_raw_fd(),
+        };
+        // SAFETY: the fd belongs to `self.inner`, which is open for this call.
+        let fd = unsafe { std::os::fd::BorrowedFd::borrow_raw(raw) };
+        fd.try_clone_to_owned().ok()
+    }
+
     /// The fd for side-ring reads of a direct file, duplicated on first use.
     fn side_fd(&self) -> Option<&std::sync::Arc<std::os::fd::OwnedFd>> {
         use std::os::fd::{AsFd, AsRawFd};

@@ -184,7 +184,11 @@ impl PartitionLog {
         self.closed.set(true);
         self.recent.borrow_mut().clear();
         self.ahead.borrow_mut().clear();
-        self.segments.borrow_mut().clear();
+        // Their blocks are freed off the shard, once they are dropped (here,
+        // unless a reader still holds one): `reclaim`.
+        for seg in self.segments.borrow_mut().drain(..) {
+            seg.retire();
+        }
         match std::fs::remove_dir_all(&self.dir) {
             Ok(()) => Ok(()),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),

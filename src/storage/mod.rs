@@ -4,7 +4,8 @@
 //!
 //! Files: `batch` (v2 framing, validation), `compression` (bounded decompression), `index`
 //! (offset/time indexes), `cache` (recent batches in memory), `readahead` (the next window of a
-//! reader catching up from segment files, read while its answer travels), `file` (DMA/buffered file I/O), `segment*` (one segment: append, read,
+//! reader catching up from segment files, read while its answer travels), `reclaim` (deleted
+//! segment files freed off the shards), `file` (DMA/buffered file I/O), `segment*` (one segment: append, read,
 //! recovery), `log*` (`PartitionLog`: the public API and segment lifecycle), `compact*` (the log
 //! cleaner for `cleanup.policy=compact`: pass selection and swap, batch rewriting, crash-safe
 //! swap files and checkpoint), `producer_*` (idempotent producers' per-partition state: sequence
@@ -43,6 +44,7 @@ mod producer_tests;
 mod readahead;
 #[cfg(test)]
 mod readahead_tests;
+mod reclaim;
 mod segment;
 mod segment_read;
 mod segment_recover;
@@ -69,13 +71,17 @@ pub use segment_read::{FetchRecords, FileRange};
 /// This shard's read figures since the last call, as `key=value` pairs for
 /// the stall detector's line: reads served by the recent-batch cache, reads
 /// that went to the segment files, the bytes the shard's caches hold, and
-/// the bytes it spliced from segment files to sockets (`runtime::splice`).
+/// the bytes it spliced from segment files to sockets (`runtime::splice`),
+/// read-ahead windows; and, for the whole broker since it started, the
+/// deleted segment files freed by the reclaim thread and its longest close.
 pub fn read_figures() -> String {
     let (hits, misses, bytes) = cache::take_counts();
     let spliced = crate::runtime::splice::take_spliced_bytes();
     let (ahead_started, ahead_taken, ahead_dropped) = readahead::take_counts();
+    let (reclaimed, reclaim_longest) = reclaim::figures();
     format!(
         "cache_hits={hits} cache_misses={misses} cache_bytes={bytes} spliced_bytes={spliced} \
-         ahead_started={ahead_started} ahead_taken={ahead_taken} ahead_dropped={ahead_dropped}"
+         ahead_started={ahead_started} ahead_taken={ahead_taken} ahead_dropped={ahead_dropped} \
+         reclaimed_files={reclaimed} reclaim_longest_us={reclaim_longest}"
     )
 }

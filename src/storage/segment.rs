@@ -76,6 +76,19 @@ pub(crate) struct Segment {
     /// The `.log` file opened for splicing (`SegFile::reopen_for_splice`),
     /// opened on the first zero-copy read; None inside if that failed.
     pub splice_fd: std::cell::OnceCell<Option<std::sync::Arc<std::os::fd::OwnedFd>>>,
+    /// Its files are being deleted: when dropped, its `.log` file is closed
+    /// last on the reclaim thread, which frees the blocks (`reclaim`).
+    pub retired: std::cell::Cell<bool>,
+}
+
+impl Drop for Segment {
+    fn drop(&mut self) {
+        if self.retired.get() {
+            if let Some(fd) = self.file.dup_fd() {
+                super::reclaim::close_after(fd, super::reclaim::DELAY);
+            }
+        }
+    }
 }
 
 /// Everything `Segment::append` needs besides the bytes.
@@ -242,8 +255,16 @@ impl Segment {
         self.write_indexes().await
     }
 
-    /// Deletes the segment's files.
+    /// Marks the segment's files as being deleted (unlinked now or soon, by
+    /// the caller or `remove_files`): its last handle is closed off the shard.
+    pub fn retire(&self) {
+        self.retired.set(true);
+    }
+
+    /// Deletes the segment's files (their blocks are freed off the shard
+    /// once the segment is dropped: `retire`).
     pub fn remove_files(&self) -> Result<()> {
+        self.retire();
         for p in [
             Self::log_path(&self.dir, self.base_offset),
             Self::index_path(&self.dir, self.base_offset),

@@ -36,6 +36,7 @@ impl Segment {
                 ..SegState::default()
             }),
             splice_fd: Default::default(),
+            retired: Default::default(),
         }
     }
 

@@ -162,6 +162,17 @@ pub fn simple_batch(n: usize, ts0: i64, vlen: usize) -> Vec<u8> {
     batch(Codec::None, &recs)
 }
 
+/// Fds of this process naming deleted files under `dir`.
+pub fn held_deleted(dir: &std::path::Path) -> usize {
+    let prefix = dir.to_string_lossy().into_owned();
+    std::fs::read_dir("/proc/self/fd")
+        .expect("/proc/self/fd")
+        .filter_map(|e| std::fs::read_link(e.ok()?.path()).ok())
+        .map(|t| t.to_string_lossy().into_owned())
+        .filter(|t| t.starts_with(&prefix) && t.ends_with(" (deleted)"))
+        .count()
+}
+
 /// Runs an async test body on a fresh glommio executor.
 pub fn run<F, Fut>(f: F)
 where
