@@ -9,9 +9,13 @@ bin=$(mktemp -d)
 trap 'rm -rf "$bin"' EXIT
 gcc -O2 -pthread -o "$bin/pingpong" "$here/pingpong.c"
 gcc -O2 -o "$bin/tick" "$here/tick.c"
+gcc -O2 -pthread -o "$bin/membarrier" "$here/membarrier.c"
 echo "## cross-thread wake-up round trip, CPU 0 <-> CPU 1"
 "$bin/pingpong" 0
 "$bin/pingpong" 1
+echo "## membarrier(PRIVATE_EXPEDITED), as glommio calls it before each sleep"
+"$bin/membarrier" 1 "$secs"
+"$bin/membarrier" 0 "$secs"
 echo "## 1 ms timer lateness of a plain thread on CPU 1, per second (SCHED_OTHER)"
 "$bin/tick" 1 "$secs"
 if command -v chrt >/dev/null && chrt -f 1 true 2>/dev/null; then
