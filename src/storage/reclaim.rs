@@ -18,7 +18,7 @@
 use std::os::fd::OwnedFd;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{channel, Sender};
-use std::sync::{Mutex, OnceLock};
+use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 /// How long the background thread holds a retired file before closing it:
@@ -31,14 +31,14 @@ static LONGEST_US: AtomicU64 = AtomicU64::new(0);
 
 type Job = (Instant, OwnedFd);
 
-fn sender() -> Option<&'static Mutex<Sender<Job>>> {
-    static TX: OnceLock<Option<Mutex<Sender<Job>>>> = OnceLock::new();
+fn sender() -> Option<&'static Sender<Job>> {
+    static TX: OnceLock<Option<Sender<Job>>> = OnceLock::new();
     TX.get_or_init(|| {
         let (tx, rx) = channel::<Job>();
         let spawned = std::thread::Builder::new()
             .name("sluice-reclaim".into())
             .spawn(move || {
-                // Jobs arrive in due order (one fixed delay), so FIFO is enough.
+                // In arrival order: with one delay (`DELAY`) that is due order.
                 while let Ok((due, fd)) = rx.recv() {
                     let wait = due.saturating_duration_since(Instant::now());
                     if !wait.is_zero() {
@@ -55,7 +55,7 @@ fn sender() -> Option<&'static Mutex<Sender<Job>>> {
                 }
             });
         match spawned {
-            Ok(_) => Some(Mutex::new(tx)),
+            Ok(_) => Some(tx),
             Err(e) => {
                 tracing::warn!(error = %e,
                     "cannot start the reclaim thread; deleted files are freed on the shards");
@@ -67,15 +67,14 @@ fn sender() -> Option<&'static Mutex<Sender<Job>>> {
 }
 
 /// Closes `fd` (the last handle of an unlinked file, by then) on the
-/// background thread after `delay`; inline if that thread could not start.
+/// background thread, no sooner than `delay` from now and after the jobs
+/// handed over before it; inline if that thread could not start.
 pub(crate) fn close_after(fd: OwnedFd, delay: Duration) {
     let Some(tx) = sender() else {
         drop(fd);
         return;
     };
-    let job = (Instant::now() + delay, fd);
-    let tx = tx.lock().unwrap_or_else(|e| e.into_inner());
-    if let Err(back) = tx.send(job) {
+    if let Err(back) = tx.send((Instant::now() + delay, fd)) {
         // The thread is gone (it only ends if the channel closes): close here.
         drop(back.0);
     }
