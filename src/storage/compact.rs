@@ -346,25 +346,20 @@ impl PartitionLog {
         let end = swap.last().map_or(0, |g| g.end);
         {
             let mut segs = self.segments.borrow_mut();
-            let keep_after: Vec<Rc<Segment>> = segs
-                .iter()
-                .filter(|s| s.base_offset >= end)
-                .cloned()
-                .collect();
-            let keep_before: Vec<Rc<Segment>> = segs
-                .iter()
-                .filter(|s| s.base_offset < swap[0].base)
-                .cloned()
-                .collect();
-            // The replaced segments' files were deleted by the swap: their
-            // blocks are freed off the shard once they are dropped.
-            for s in segs
-                .iter()
-                .filter(|s| s.base_offset >= swap[0].base && s.base_offset < end)
-            {
-                s.retire();
+            // Segments before and after the swapped range stay; those in it
+            // were replaced, their files deleted by the swap: their blocks
+            // are freed off the shard once they are dropped.
+            let mut next = Vec::with_capacity(segs.len());
+            let mut keep_after = Vec::new();
+            for s in segs.iter() {
+                if s.base_offset < swap[0].base {
+                    next.push(Rc::clone(s));
+                } else if s.base_offset >= end {
+                    keep_after.push(Rc::clone(s));
+                } else {
+                    s.retire();
+                }
             }
-            let mut next = keep_before;
             next.extend(new_segs.into_iter().map(|(_, s)| s));
             next.extend(keep_after);
             debug_assert!(next.windows(2).all(|w| w[0].base_offset < w[1].base_offset));

@@ -175,12 +175,7 @@ impl SegFile {
     /// splicing ranges of it into sockets. Opened through `/proc/self/fd`, so
     /// it is this file even if the path has since been renamed over.
     pub fn reopen_for_splice(&self) -> std::io::Result<std::os::fd::OwnedFd> {
-        use std::os::fd::AsRawFd;
-        let fd = match &self.inner {
-            Inner::Direct(f) => f.as_raw_fd(),
-            Inner::Buffered(f) => f.as_raw_fd(),
-        };
-        let f = std::fs::File::open(format!("/proc/self/fd/{fd}"))?;
+        let f = std::fs::File::open(format!("/proc/self/fd/{}", self.raw_fd()))?;
         Ok(f.into())
     }
 
@@ -252,34 +247,33 @@ impl SegFile {
         }
     }
 
-    /// A duplicate of the file's fd (shares its open file), for the reclaim
-    /// thread to close last; None if it cannot be made (then the file's own
-    /// close frees it, as without one).
-    pub fn dup_fd(&self) -> Option<std::os::fd::OwnedFd> {
+    fn raw_fd(&self) -> std::os::fd::RawFd {
         use std::os::fd::AsRawFd;
-        let raw = match &self.inner {
+        match &self.inner {
             Inner::Direct(f) => f.as_raw_fd(),
             Inner::Buffered(f) => f.as_raw_fd(),
-        };
+        }
+    }
+
+    /// A duplicate of the file's fd (it shares the open file): for side-ring
+    /// reads, and for the reclaim thread to close last.
+    pub fn dup_fd(&self) -> std::io::Result<std::os::fd::OwnedFd> {
         // SAFETY: the fd belongs to `self.inner`, which is open for this call.
-        let fd = unsafe { std::os::fd::BorrowedFd::borrow_raw(raw) };
-        fd.try_clone_to_owned().ok()
+        let fd = unsafe { std::os::fd::BorrowedFd::borrow_raw(self.raw_fd()) };
+        fd.try_clone_to_owned()
     }
 
     /// The fd for side-ring reads of a direct file, duplicated on first use.
     fn side_fd(&self) -> Option<&std::sync::Arc<std::os::fd::OwnedFd>> {
-        use std::os::fd::{AsFd, AsRawFd};
-        let Inner::Direct(f) = &self.inner else {
+        if !self.is_direct() {
             return None;
-        };
+        }
         self.side_fd
             .get_or_init(|| {
                 if !crate::runtime::splice::available() {
                     return None;
                 }
-                // SAFETY: the fd belongs to `f`, which is open for this call.
-                let fd = unsafe { std::os::fd::BorrowedFd::borrow_raw(f.as_raw_fd()) };
-                match fd.as_fd().try_clone_to_owned() {
+                match self.dup_fd() {
                     Ok(fd) => Some(std::sync::Arc::new(fd)),
                     Err(e) => {
                         tracing::warn!(file = %self.path.display(), error = %e,

@@ -84,7 +84,9 @@ pub(crate) struct Segment {
 impl Drop for Segment {
     fn drop(&mut self) {
         if self.retired.get() {
-            if let Some(fd) = self.file.dup_fd() {
+            // Without a duplicate the segment's own close frees the file, as
+            // before the reclaim thread existed.
+            if let Ok(fd) = self.file.dup_fd() {
                 super::reclaim::close_after(fd, super::reclaim::DELAY);
             }
         }
