@@ -13,6 +13,9 @@ use anyhow::{bail, Context};
 
 use crate::storage::{CleanupPolicy, IoMode, LogConfig, TimestampType};
 
+pub mod cluster;
+pub use cluster::{ClusterSettings, Listener, Roles};
+
 /// Arguments of `sluice start`. Precedence, lowest to highest: embedded defaults,
 /// the TOML file (`--config`), environment variables `SLUICE_<KEY>` (dots as
 /// underscores, upper case), `--set key=value`, then the dedicated flags.
@@ -44,11 +47,18 @@ pub struct BrokerSetting {
 
 /// Every broker-level setting the broker reads. Unknown keys are refused at start-up.
 pub const BROKER_SETTINGS: &[BrokerSetting] = &[
-    BrokerSetting { key: "listeners", default: "127.0.0.1:9092", doc: "address the Kafka listener binds (host:port)" },
-    BrokerSetting { key: "advertised.listeners", default: "", doc: "host:port given to clients in Metadata (default: listeners)" },
+    BrokerSetting { key: "listeners", default: "127.0.0.1:9092", doc: "the listeners, NAME://host:port,... (a bare host:port is PLAINTEXT): one for Kafka clients, and the CONTROLLER listener (named in controller.listener.names) where the metadata quorum talks when controller.quorum.voters is set" },
+    BrokerSetting { key: "advertised.listeners", default: "", doc: "NAME://host:port (or host:port) given to clients and other brokers in Metadata (default: the client listener)" },
+    BrokerSetting { key: "process.roles", default: "broker,controller", doc: "broker, controller, or broker,controller (a controller is a voter of the metadata quorum; a broker serves clients)" },
+    BrokerSetting { key: "controller.quorum.voters", default: "", doc: "the metadata quorum's voters, id@host:port,... at their CONTROLLER listeners; empty: this node alone is a one-voter quorum (single-node mode, no controller listener)" },
+    BrokerSetting { key: "controller.listener.names", default: "CONTROLLER", doc: "names of the listeners in listeners that carry quorum traffic" },
+    BrokerSetting { key: "controller.quorum.election.timeout.ms", default: "1000", doc: "a voter that hears no leader for this long (randomised up to twice it) starts an election" },
+    BrokerSetting { key: "broker.rack", default: "", doc: "this broker's rack; when every broker has one, replicas are spread across racks" },
+    BrokerSetting { key: "broker.heartbeat.interval.ms", default: "2000", doc: "the controller's fencing check runs every half of this (liveness itself comes from the quorum's replication heartbeats)" },
+    BrokerSetting { key: "broker.session.timeout.ms", default: "9000", doc: "a broker not heard from for this long is fenced: it is dropped from Metadata and its partitions' leadership moves (offline for replication factor 1)" },
     BrokerSetting { key: "log.dirs", default: "data", doc: "comma-separated data directories; a new partition goes to the one holding fewest partitions" },
     BrokerSetting { key: "smp", default: "0", doc: "number of shards (pinned threads); 0 = one per available core" },
-    BrokerSetting { key: "node.id", default: "0", doc: "this broker's id" },
+    BrokerSetting { key: "node.id", default: "0", doc: "this node's id in the cluster (a non-negative integer; kept in meta.properties of every data dir)" },
     BrokerSetting { key: "auto.create.topics.enable", default: "true", doc: "create a topic when a client asks Metadata for an unknown one" },
     BrokerSetting { key: "num.partitions", default: "1", doc: "partitions of an auto-created topic or a CreateTopics without a count" },
     BrokerSetting { key: "default.replication.factor", default: "1", doc: "replication factor when a CreateTopics gives none" },
@@ -76,7 +86,7 @@ pub const BROKER_SETTINGS: &[BrokerSetting] = &[
     BrokerSetting { key: "connections.max.idle.ms", default: "600000", doc: "a connection that sends nothing this long while the broker waits for its next request (or for the rest of one) is closed" },
     BrokerSetting { key: "socket.request.read.timeout.ms", default: "60000", doc: "Sluice only: a request frame must arrive whole within this long after its length prefix, else the connection is closed" },
     BrokerSetting { key: "queued.max.request.bytes", default: "134217728", doc: "per shard: bytes of requests read but not yet answered (Produce) or not yet dispatched (others); over it, that shard's connections wait before reading the next frame; -1 = unbounded" },
-    BrokerSetting { key: "cluster.id", default: "", doc: "cluster id reported to clients (default: generated once and kept in the data dir)" },
+    BrokerSetting { key: "cluster.id", default: "", doc: "the cluster id the first node proposes when the quorum has none yet (default: random); after that the quorum's id wins" },
     BrokerSetting { key: "group.initial.rebalance.delay.ms", default: "3000", doc: "how long the first rebalance of an empty group waits for more members (each new member extends it, up to the rebalance timeout)" },
     BrokerSetting { key: "group.min.session.timeout.ms", default: "6000", doc: "smallest session.timeout.ms a group member may ask for (else INVALID_SESSION_TIMEOUT)" },
     BrokerSetting { key: "group.max.session.timeout.ms", default: "1800000", doc: "largest session.timeout.ms a group member may ask for" },
@@ -103,11 +113,14 @@ pub const BROKER_SETTINGS: &[BrokerSetting] = &[
 /// Effective broker configuration after all sources are merged.
 #[derive(Debug, Clone)]
 pub struct BrokerConfig {
+    /// The Kafka client listener (host:port) this broker binds.
     pub listen: String,
     pub advertised: String,
     pub log_dirs: Vec<PathBuf>,
     pub smp: usize,
     pub node_id: i32,
+    /// Roles, quorum voters, controller listener, rack, heartbeat and session timeouts.
+    pub cluster: ClusterSettings,
     pub auto_create_topics: bool,
     pub num_partitions: i32,
     pub default_replication_factor: i16,
@@ -287,7 +300,22 @@ impl BrokerConfig {
             set_known(&mut values, k.trim(), v.trim().to_string())?;
         }
         if let Some(l) = &args.listen {
-            values.insert("listeners".into(), l.clone());
+            // `--listen` replaces the client listener and keeps a CONTROLLER listener.
+            let names = values
+                .get("controller.listener.names")
+                .cloned()
+                .unwrap_or_default()
+                .to_ascii_uppercase();
+            let kept: Vec<String> =
+                cluster::parse_listeners("listeners", values.get("listeners").map_or("", |v| v))
+                    .unwrap_or_default()
+                    .into_iter()
+                    .filter(|x| names.split(',').any(|n| n.trim() == x.name))
+                    .map(|x| format!("{}://{}", x.name, x.addr))
+                    .collect();
+            let mut all = vec![format!("PLAINTEXT://{l}")];
+            all.extend(kept);
+            values.insert("listeners".into(), all.join(","));
         }
         if let Some(d) = &args.data_dir {
             values.insert("log.dirs".into(), d.display().to_string());
@@ -300,14 +328,24 @@ impl BrokerConfig {
 
     fn from_values(values: BTreeMap<String, String>) -> anyhow::Result<BrokerConfig> {
         let get = |k: &str| values.get(k).cloned().unwrap_or_default();
-        let listen = strip_scheme(&get("listeners"));
-        listen.parse::<std::net::SocketAddr>().with_context(|| {
-            format!("listeners must be host:port with a numeric IP, got {listen:?}")
-        })?;
-        let advertised = match get("advertised.listeners") {
-            a if a.is_empty() => listen.clone(),
-            a => strip_scheme(&a),
-        };
+        let listeners = cluster::parse_listeners("listeners", &get("listeners"))?;
+        let (cluster, client) = cluster::from_values(&values, &listeners)?;
+        let listen = client.addr.clone();
+        for l in &listeners {
+            l.addr.parse::<std::net::SocketAddr>().with_context(|| {
+                format!(
+                    "listeners must be host:port with a numeric IP, got {:?}",
+                    l.addr
+                )
+            })?;
+        }
+        let advertised_all =
+            cluster::parse_listeners("advertised.listeners", &get("advertised.listeners"))?;
+        let advertised = advertised_all
+            .iter()
+            .find(|a| a.name == client.name)
+            .or_else(|| advertised_all.first())
+            .map_or_else(|| listen.clone(), |a| a.addr.clone());
         let log_dirs: Vec<PathBuf> = get("log.dirs")
             .split(',')
             .map(str::trim)
@@ -328,7 +366,8 @@ impl BrokerConfig {
             advertised,
             log_dirs,
             smp,
-            node_id: parse_key(&values, "node.id")?,
+            node_id: cluster.node_id,
+            cluster,
             auto_create_topics: parse_key(&values, "auto.create.topics.enable")?,
             num_partitions: parse_key(&values, "num.partitions")?,
             default_replication_factor: parse_key(&values, "default.replication.factor")?,
@@ -711,14 +750,6 @@ fn parse_key<T: std::str::FromStr>(
     v.trim()
         .parse::<T>()
         .map_err(|_| anyhow::anyhow!("setting {key} has an invalid value {v:?}"))
-}
-
-fn strip_scheme(s: &str) -> String {
-    let first = s.split(',').next().unwrap_or("").trim();
-    match first.split_once("://") {
-        Some((_, rest)) => rest.to_string(),
-        None => first.to_string(),
-    }
 }
 
 fn flatten_toml(

@@ -215,20 +215,40 @@ fn txn_record(key: Bytes, value: Option<Bytes>) -> bool {
 }
 
 /// An on-disk file: the first byte picks the decoder (see `storage::fuzzing::storage_files`),
-/// 255 the metadata image (JSON), the rest is the file. True if the file decoded.
+/// 255 the metadata image (JSON), 254 a metadata log entry, 253 a metadata snapshot, 252 the
+/// quorum's log file; the rest is the file. True if the file decoded.
 pub fn storage_files(data: &[u8]) -> bool {
     let [kind, file @ ..] = data else {
         return false;
     };
-    if *kind == METADATA_IMAGE {
-        metadata_image(file)
-    } else {
-        crate::storage::fuzzing::storage_files(*kind, file)
+    match *kind {
+        METADATA_IMAGE => metadata_image(file),
+        METADATA_ENTRY => metadata_entry(file),
+        METADATA_SNAPSHOT => crate::cluster::publisher::decode_snapshot(file).is_ok(),
+        QUORUM_LOG => crate::cluster::quorum::check_log_bytes(file).is_ok(),
+        _ => crate::storage::fuzzing::storage_files(*kind, file),
     }
 }
 
-/// `storage_files` selector of the metadata image.
+/// `storage_files` selectors of the cluster's files.
 const METADATA_IMAGE: u8 = u8::MAX;
+const METADATA_ENTRY: u8 = u8::MAX - 1;
+const METADATA_SNAPSHOT: u8 = u8::MAX - 2;
+const QUORUM_LOG: u8 = u8::MAX - 3;
+
+/// A metadata log entry: if it decodes, it re-encodes to the same bytes, and applying it to
+/// an empty image never panics and gives one outcome per record.
+fn metadata_entry(b: &[u8]) -> bool {
+    use crate::cluster::records;
+    let Ok(recs) = records::decode_entry(b) else {
+        return false;
+    };
+    let again = records::decode_entry(&records::encode_entry(&recs)).expect("own entry decodes");
+    assert_eq!(again, recs);
+    let mut img = crate::cluster::MetadataImage::default();
+    assert_eq!(records::apply_all(&mut img, &recs).len(), recs.len());
+    true
+}
 
 fn metadata_image(b: &[u8]) -> bool {
     use crate::cluster::MetadataImage;
@@ -352,6 +372,16 @@ mod tests {
         let image = br#"{"cluster_id":"c","topics":{}}"#;
         let mut file = vec![METADATA_IMAGE];
         file.extend_from_slice(image);
+        assert!(storage_files(&file));
+        let entry = crate::cluster::records::encode_entry(&[
+            crate::cluster::records::MetadataRecord::ProducerIds { count: 5 },
+        ]);
+        let mut file = vec![METADATA_ENTRY];
+        file.extend_from_slice(&entry);
+        assert!(storage_files(&file));
+        let snap = crate::cluster::publisher::encode_snapshot(&Default::default());
+        let mut file = vec![METADATA_SNAPSHOT];
+        file.extend_from_slice(&snap);
         assert!(storage_files(&file));
     }
 }

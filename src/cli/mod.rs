@@ -3,6 +3,7 @@
 //! broker, Sluice or not. Every command and option is documented in docs/cli.md.
 
 mod client;
+mod cluster;
 mod consume;
 mod format;
 mod group;
@@ -33,6 +34,8 @@ enum Command {
     Start(crate::config::StartArgs),
     /// Create, list, describe, delete and alter topics.
     Topic(topic::TopicArgs),
+    /// The cluster: its id, brokers and metadata quorum (`info`, `brokers`, `quorum`).
+    Cluster(cluster::ClusterArgs),
     /// List, describe and delete consumer groups; reset or delete their offsets.
     Group(group::GroupArgs),
     /// List and describe transactions; show a partition's producers.
@@ -84,6 +87,7 @@ pub fn main() -> ExitCode {
     let result = match cli.command {
         Command::Start(args) => crate::server::run_start(args),
         Command::Topic(args) => topic::run(args),
+        Command::Cluster(args) => cluster::run(args),
         Command::Group(args) => group::run(args),
         Command::Txn(args) => txn::run(args),
         Command::Produce(args) => produce::run(args),
@@ -102,8 +106,11 @@ pub fn main() -> ExitCode {
 
 /// Logs go to stderr, filtered by `RUST_LOG` (default `info`), so stdout stays data.
 fn init_tracing() {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
+        tracing_subscriber::EnvFilter::new(
+            "info,openraft=warn,openraft::core::heartbeat=error,openraft::replication=error",
+        )
+    });
     // A second initialisation (tests) is harmless, so its error is ignored.
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)

@@ -1,39 +1,32 @@
-//! The single writer of the metadata image. Every change (create or delete a
-//! topic, add partitions, change configs) runs on shard 0 under one permit:
-//! validate, build the next image, persist it, publish it, then have the owner
-//! shards open or delete the affected logs. Callers on any shard just call the
-//! functions here; the hop to shard 0 is inside.
+//! Metadata changes: create or delete a topic, add partitions, change configs,
+//! reserve producer ids. Any broker, on any shard, validates a request against
+//! its image, places new replicas over the live brokers (`placement.rs`), and
+//! proposes the records to the metadata quorum (forwarded to the quorum's
+//! leader when this node is not it). The answer comes once the entry is
+//! committed and applied here (`publisher.rs`) and this broker's logs follow it
+//! (`listener.rs`); conflicts between brokers are settled at apply time, in log
+//! order (`records.rs`).
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use kafka_protocol::error::ResponseError;
 
+use super::records::{Applied, MetadataRecord, Outcomes};
 use super::{
-    image, owner_shard, partition_manager, publish, store, validate_topic_name, PartitionMeta,
+    image, listener, partition_manager, placement, publisher, quorum_handle, validate_topic_name,
     TopicMeta,
 };
 use crate::config::validate_topic_config;
-use crate::runtime;
+
+pub use super::records::Refusal;
 
 /// Most partitions one topic may have (a bound on directories and open files).
 pub const MAX_PARTITIONS_PER_TOPIC: i32 = 10_000;
-
-/// A refused change: the Kafka error code and a message for the client.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Refusal {
-    pub code: i16,
-    pub message: String,
-}
-
-impl Refusal {
-    fn new(err: ResponseError, message: impl Into<String>) -> Refusal {
-        Refusal {
-            code: err.code(),
-            message: message.into(),
-        }
-    }
-}
+/// How long a metadata change may wait for the quorum to commit it.
+pub const PROPOSE_TIMEOUT_MS: u64 = 10_000;
+/// Topic names that are not to be created by clients (Kafka's metadata log).
+const RESERVED_TOPICS: &[&str] = &["__cluster_metadata"];
 
 /// A topic to create.
 #[derive(Debug, Clone)]
@@ -55,68 +48,137 @@ pub struct ConfigChange {
     pub replace_all: bool,
 }
 
-/// Runs one metadata change on shard 0, one at a time; `n` results, in order.
-async fn on_controller<T, F, Fut>(n: usize, f: F) -> Vec<Result<T, Refusal>>
-where
-    T: Send + 'static,
-    F: FnOnce() -> Fut + Send + 'static,
-    Fut: std::future::Future<Output = Vec<Result<T, Refusal>>> + 'static,
-{
-    let out = runtime::submit_to(0, move || async move {
-        let permit = CONTROLLER_LOCK.with(|s| s.clone());
-        let _g = permit.acquire_permit(1).await;
-        f().await
-    })
-    .await;
-    match out {
-        Ok(v) => v,
-        Err(e) => (0..n)
-            .map(|_| Err(Refusal::new(ResponseError::NotController, e.to_string())))
-            .collect(),
-    }
+/// Commits `records` as one quorum entry and returns one outcome per record, once this
+/// broker has applied the entry and its logs follow it (new partitions opened, deleted
+/// ones removed). On a shard only.
+pub async fn propose(records: Vec<MetadataRecord>) -> Result<Outcomes, Refusal> {
+    let (index, out) = propose_committed(records).await?;
+    listener::wait_processed(index, PROPOSE_TIMEOUT_MS).await;
+    Ok(out)
 }
 
-/// Persists and publishes `next` when `changed`; if persisting fails every
-/// accepted change in `results` becomes that failure. True when published.
-fn commit<T>(
-    next: super::MetadataImage,
-    changed: bool,
-    results: &mut [Result<T, Refusal>],
-) -> bool {
-    if !changed {
-        return false;
-    }
-    if let Err(refusal) = persist(&next) {
-        for r in results.iter_mut().filter(|r| r.is_ok()) {
-            *r = Err(refusal.clone());
-        }
-        return false;
-    }
-    publish(next);
-    true
-}
-
-thread_local! {
-    static CONTROLLER_LOCK: std::rc::Rc<glommio::sync::Semaphore> = std::rc::Rc::new(glommio::sync::Semaphore::new(1));
-}
-
-fn persist(img: &super::MetadataImage) -> Result<(), Refusal> {
-    let cfg = partition_manager::broker_config();
-    let dir = cfg.log_dirs.first().cloned().unwrap_or_default();
-    store::save(&dir, img).map_err(|e| {
-        tracing::error!(error = %format!("{e:#}"), "persisting metadata failed");
+/// As [`propose`], answering once the entry is applied to the image here, without waiting
+/// for the logs to follow: any thread (start-up, before the shards run). Also the log index.
+pub async fn propose_committed(records: Vec<MetadataRecord>) -> Result<(u64, Outcomes), Refusal> {
+    let n = records.len();
+    let q = quorum_handle().ok_or_else(|| {
         Refusal::new(
-            ResponseError::KafkaStorageError,
-            format!("persisting metadata failed: {e:#}"),
+            ResponseError::NotController,
+            "the metadata quorum is not running yet",
         )
-    })
+    })?;
+    let index = q
+        .propose(super::records::encode_entry(&records), PROPOSE_TIMEOUT_MS)
+        .await
+        .map_err(|e| {
+            tracing::warn!(error = %e, "metadata change not committed");
+            let code = match e {
+                super::quorum::ProposeError::Shutdown => ResponseError::NotController,
+                super::quorum::ProposeError::Storage(_) => ResponseError::KafkaStorageError,
+                _ => ResponseError::RequestTimedOut,
+            };
+            Refusal::new(code, e.to_string())
+        })?;
+    let out = publisher::take_outcomes(index).unwrap_or_default();
+    if out.len() != n {
+        return Err(Refusal::new(
+            ResponseError::UnknownServerError,
+            format!("metadata entry {index} was committed but its outcome is unknown here"),
+        ));
+    }
+    Ok((index, out))
 }
 
-/// Checks a topic-creation request without changing anything.
+/// Proposes the records of the accepted items (`Ok(record)`) as one entry and puts each
+/// outcome back in its item's place; refused items stay refused.
+async fn propose_items(
+    items: Vec<Result<MetadataRecord, Refusal>>,
+) -> Vec<Result<Applied, Refusal>> {
+    let records: Vec<MetadataRecord> = items
+        .iter()
+        .filter_map(|r| r.as_ref().ok().cloned())
+        .collect();
+    if records.is_empty() {
+        return items
+            .into_iter()
+            .map(|r| r.map(|_| Applied::Done))
+            .collect();
+    }
+    let mut outcomes = match propose(records).await {
+        Ok(o) => o.into_iter(),
+        Err(refusal) => {
+            return items
+                .into_iter()
+                .map(|r| r.and_then(|_| Err(refusal.clone())))
+                .collect()
+        }
+    };
+    items
+        .into_iter()
+        .map(|r| {
+            r.and_then(|_| {
+                outcomes.next().unwrap_or_else(|| {
+                    Err(Refusal::new(
+                        ResponseError::UnknownServerError,
+                        "missing outcome",
+                    ))
+                })
+            })
+        })
+        .collect()
+}
+
+/// As [`propose_items`] for items that may be validate-only (`Ok(None)`: checked, nothing
+/// to commit, answered as accepted).
+async fn propose_checked(
+    checked: Vec<Result<Option<MetadataRecord>, Refusal>>,
+) -> Vec<Result<(), Refusal>> {
+    let validate_only: Vec<bool> = checked.iter().map(|r| matches!(r, Ok(None))).collect();
+    // A validate-only item is carried as a placeholder refusal, never proposed or answered.
+    let placeholder = Refusal {
+        code: 0,
+        message: String::new(),
+    };
+    let items = checked
+        .into_iter()
+        .map(|r| r.and_then(|rec| rec.ok_or_else(|| placeholder.clone())))
+        .collect();
+    propose_items(items)
+        .await
+        .into_iter()
+        .zip(validate_only)
+        .map(|(r, only)| if only { Ok(()) } else { r.map(|_| ()) })
+        .collect()
+}
+
+fn is_protected_internal(name: &str) -> bool {
+    name == super::internal_topic::OFFSETS_TOPIC
+}
+
+/// The brokers new replicas may go to, in placement order.
+fn placement_order() -> Vec<i32> {
+    let img = image();
+    let live: Vec<&super::BrokerMeta> = img.live_brokers().collect();
+    placement::broker_order(&live)
+}
+
+fn random_start(n: usize) -> usize {
+    (uuid::Uuid::new_v4().as_u128() % n.max(1) as u128) as usize
+}
+
+/// Checks a topic-creation request against this broker's image without changing anything;
+/// the partition count and replication factor it would have. The replicas are placed over
+/// the live brokers, so a replication factor above their count is refused here.
 pub fn validate_new_topic(t: &NewTopic) -> Result<(i32, i16), Refusal> {
     let cfg = partition_manager::broker_config();
     validate_topic_name(&t.name)
         .map_err(|m| Refusal::new(ResponseError::InvalidTopicException, m))?;
+    if RESERVED_TOPICS.contains(&t.name.as_str()) {
+        return Err(Refusal::new(
+            ResponseError::InvalidTopicException,
+            format!("Creation of internal topic {} is prohibited.", t.name),
+        ));
+    }
     if image().topic(&t.name).is_some() {
         return Err(Refusal::new(
             ResponseError::TopicAlreadyExists,
@@ -139,16 +201,11 @@ pub fn validate_new_topic(t: &NewTopic) -> Result<(i32, i16), Refusal> {
     } else {
         t.replication_factor
     };
-    if rf < 1 {
-        return Err(Refusal::new(
-            ResponseError::InvalidReplicationFactor,
-            "Replication factor must be larger than 0.",
-        ));
-    }
+    placement::place(&placement_order(), 0, 1, rf, 0)?;
     if rf > 1 {
         return Err(Refusal::new(
             ResponseError::InvalidReplicationFactor,
-            format!("Unable to replicate the partition {rf} time(s): The target replication factor of {rf} cannot be reached because only 1 broker(s) are registered."),
+            format!("Replication factor {rf} is not supported yet: partitions are not replicated until Cluster II (docs/cluster.md); use 1."),
         ));
     }
     for (k, v) in &t.configs {
@@ -159,149 +216,86 @@ pub fn validate_new_topic(t: &NewTopic) -> Result<(i32, i16), Refusal> {
 
 /// Creates topics; one result per input, in order.
 pub async fn create_topics(topics: Vec<NewTopic>) -> Vec<Result<Arc<TopicMeta>, Refusal>> {
-    on_controller(topics.len(), move || create_topics_local(topics)).await
-}
-
-async fn create_topics_local(topics: Vec<NewTopic>) -> Vec<Result<Arc<TopicMeta>, Refusal>> {
-    let cfg = partition_manager::broker_config();
-    let mut next = (*image()).clone();
-    let mut results = Vec::with_capacity(topics.len());
-    let mut created = Vec::new();
-    for t in topics {
-        let r = validate_new_topic(&t).and_then(|(partitions, _)| {
-            if next.topics.contains_key(&t.name) {
-                return Err(Refusal::new(
-                    ResponseError::TopicAlreadyExists,
-                    format!("Topic '{}' already exists.", t.name),
-                ));
-            }
-            let mut counts = next.partitions_per_dir(cfg.log_dirs.len());
-            let parts = (0..partitions)
-                .map(|index| {
-                    let log_dir = least_loaded(&counts);
-                    counts[log_dir] += 1;
-                    PartitionMeta {
-                        index,
-                        log_dir,
-                        leader_epoch: 0,
-                    }
-                })
-                .collect();
-            let meta = Arc::new(TopicMeta {
-                name: t.name.clone(),
+    let order = placement_order();
+    let start = random_start(order.len());
+    let mut names = Vec::with_capacity(topics.len());
+    let items: Vec<Result<MetadataRecord, Refusal>> = topics
+        .into_iter()
+        .map(|t| {
+            names.push(t.name.clone());
+            let (partitions, rf) = validate_new_topic(&t)?;
+            let replicas = placement::place(&order, 0, partitions, rf, start)?;
+            Ok(MetadataRecord::CreateTopic {
+                name: t.name,
                 id: uuid::Uuid::new_v4(),
-                partitions: parts,
+                replicas,
                 configs: t.configs,
-            });
-            next.topics.insert(t.name.clone(), meta.clone());
-            Ok(meta)
-        });
-        if let Ok(m) = &r {
-            created.push(m.clone());
-        }
-        results.push(r);
-    }
-    if !commit(next, !created.is_empty(), &mut results) {
-        return results;
-    }
-    for t in &created {
-        tracing::info!(topic = %t.name, partitions = t.partitions.len(), id = %t.id, "topic created");
-        open_partitions(t, 0).await;
-    }
-    results
-}
-
-fn least_loaded(counts: &[usize]) -> usize {
-    counts
-        .iter()
-        .enumerate()
-        .min_by_key(|(i, c)| (**c, *i))
-        .map(|(i, _)| i)
-        .unwrap_or(0)
-}
-
-async fn open_partitions(t: &TopicMeta, from: i32) {
-    let shards = runtime::nr_shards();
-    let opens = t.partitions.iter().filter(|p| p.index >= from).map(|p| {
-        let (name, index) = (t.name.clone(), p.index);
-        runtime::submit_to(owner_shard(&name, index, shards), move || async move {
-            if let Err(e) = partition_manager::get(&name, index).await {
-                tracing::error!(topic = %name, partition = index, error = %e, "opening new partition failed");
-            }
+            })
         })
-    });
-    futures::future::join_all(opens).await;
+        .collect();
+    let results = propose_items(items).await;
+    let img = image();
+    results
+        .into_iter()
+        .zip(names)
+        .map(|(r, name)| {
+            r?;
+            let t = img.topic(&name).cloned().ok_or_else(|| {
+                Refusal::new(ResponseError::UnknownTopicOrPartition, format!("Topic '{name}' was deleted meanwhile."))
+            })?;
+            tracing::info!(topic = %t.name, partitions = t.partitions.len(), id = %t.id, "topic created");
+            Ok(t)
+        })
+        .collect()
 }
 
 /// Deletes topics by name; one result per input, in order.
 pub async fn delete_topics(names: Vec<String>) -> Vec<Result<uuid::Uuid, Refusal>> {
-    on_controller(names.len(), move || delete_topics_local(names)).await
-}
-
-async fn delete_topics_local(names: Vec<String>) -> Vec<Result<uuid::Uuid, Refusal>> {
-    let mut next = (*image()).clone();
-    let mut removed = Vec::new();
-    let mut results: Vec<_> = names
+    let img = image();
+    let items: Vec<Result<MetadataRecord, Refusal>> = names
         .iter()
-        .map(|name| match next.topics.remove(name) {
-            Some(t) if t.name == crate::group::OFFSETS_TOPIC => {
-                next.topics.insert(t.name.clone(), t);
-                Err(Refusal::new(
-                    ResponseError::InvalidTopicException,
-                    "The internal topic __consumer_offsets holds the committed offsets of every group and cannot be deleted.",
-                ))
-            }
-            Some(t) => {
-                let id = t.id;
-                removed.push(t);
-                Ok(id)
-            }
+        .map(|name| match img.topic(name) {
+            Some(t) if is_protected_internal(&t.name) => Err(Refusal::new(
+                ResponseError::InvalidTopicException,
+                "The internal topic __consumer_offsets holds the committed offsets of every group and cannot be deleted.",
+            )),
+            Some(t) => Ok(MetadataRecord::DeleteTopic { name: t.name.clone(), id: t.id }),
             None => Err(Refusal::new(
                 ResponseError::UnknownTopicOrPartition,
                 "This server does not host this topic-partition.",
             )),
         })
         .collect();
-    if !commit(next, !removed.is_empty(), &mut results) {
-        return results;
-    }
-    let cfg = partition_manager::broker_config();
-    let shards = runtime::nr_shards();
-    for t in &removed {
-        let deletes = t.partitions.iter().map(|p| {
-            let (name, index) = (t.name.clone(), p.index);
-            let dir = partition_manager::partition_dir(&cfg, &name, index, p.log_dir);
-            runtime::submit_to(owner_shard(&name, index, shards), move || async move {
-                if let Err(e) = partition_manager::delete(&name, index, dir).await {
-                    tracing::error!(topic = %name, partition = index, error = %e, "deleting partition failed");
-                }
-            })
-        });
-        futures::future::join_all(deletes).await;
-        tracing::info!(topic = %t.name, "topic deleted");
-    }
-    results
+    let ids: Vec<uuid::Uuid> = names
+        .iter()
+        .map(|n| img.topic(n).map(|t| t.id).unwrap_or_default())
+        .collect();
+    propose_items(items)
+        .await
+        .into_iter()
+        .zip(ids.into_iter().zip(&names))
+        .map(|(r, (id, name))| {
+            r?;
+            tracing::info!(topic = %name, "topic deleted");
+            Ok(id)
+        })
+        .collect()
 }
 
 /// Raises topics' partition counts; one result per input, in order.
 pub async fn create_partitions(items: Vec<(String, i32, bool)>) -> Vec<Result<(), Refusal>> {
-    on_controller(items.len(), move || create_partitions_local(items)).await
-}
-
-async fn create_partitions_local(items: Vec<(String, i32, bool)>) -> Vec<Result<(), Refusal>> {
-    let cfg = partition_manager::broker_config();
-    let mut next = (*image()).clone();
-    let mut grown = Vec::new();
-    let mut results = Vec::with_capacity(items.len());
-    for (name, count, validate_only) in items {
-        let r = (|| {
-            let Some(t) = next.topics.get(&name) else {
+    let img = image();
+    let order = placement_order();
+    let checked: Vec<Result<Option<MetadataRecord>, Refusal>> = items
+        .into_iter()
+        .map(|(name, count, validate_only)| {
+            let Some(t) = img.topic(&name) else {
                 return Err(Refusal::new(
                     ResponseError::UnknownTopicOrPartition,
                     format!("Topic '{name}' does not exist."),
                 ));
             };
-            if name == crate::group::OFFSETS_TOPIC {
+            if is_protected_internal(&name) {
                 // Groups are placed by hash modulo the partition count.
                 return Err(Refusal::new(
                     ResponseError::InvalidPartitions,
@@ -321,52 +315,28 @@ async fn create_partitions_local(items: Vec<(String, i32, bool)>) -> Vec<Result<
                     format!("At most {MAX_PARTITIONS_PER_TOPIC} partitions per topic."),
                 ));
             }
+            let rf = t.partitions.first().map_or(1, |p| p.replicas.len().max(1)) as i16;
+            // New partitions continue the existing spread of leaders.
+            let replicas = placement::place(&order, have, count - have, rf, random_start(order.len()))?;
             if validate_only {
-                return Ok(());
+                return Ok(None);
             }
-            let mut counts = next.partitions_per_dir(cfg.log_dirs.len());
-            let mut meta = (**t).clone();
-            for index in have..count {
-                let log_dir = least_loaded(&counts);
-                counts[log_dir] += 1;
-                meta.partitions.push(PartitionMeta {
-                    index,
-                    log_dir,
-                    leader_epoch: 0,
-                });
-            }
-            let meta = Arc::new(meta);
-            next.topics.insert(name.clone(), meta.clone());
-            grown.push((meta, have));
-            Ok(())
-        })();
-        results.push(r);
-    }
-    if !commit(next, !grown.is_empty(), &mut results) {
-        return results;
-    }
-    for (t, from) in &grown {
-        tracing::info!(topic = %t.name, partitions = t.partitions.len(), "partitions added");
-        open_partitions(t, *from).await;
-    }
-    results
+            Ok(Some(MetadataRecord::CreatePartitions { name: name.clone(), id: t.id, from: have, replicas }))
+        })
+        .collect();
+    propose_checked(checked).await
 }
 
 /// Applies config changes to topics; one result per input, in order.
 pub async fn alter_topic_configs(
     items: Vec<(String, ConfigChange, bool)>,
 ) -> Vec<Result<(), Refusal>> {
-    on_controller(items.len(), move || alter_local(items)).await
-}
-
-async fn alter_local(items: Vec<(String, ConfigChange, bool)>) -> Vec<Result<(), Refusal>> {
     let cfg = partition_manager::broker_config();
-    let mut next = (*image()).clone();
-    let mut changed = Vec::new();
-    let mut results = Vec::with_capacity(items.len());
-    for (name, change, validate_only) in items {
-        let r = (|| {
-            let Some(t) = next.topics.get(&name) else {
+    let img = image();
+    let checked: Vec<Result<Option<MetadataRecord>, Refusal>> = items
+        .into_iter()
+        .map(|(name, change, validate_only)| {
+            let Some(t) = img.topic(&name) else {
                 return Err(Refusal::new(
                     ResponseError::UnknownTopicOrPartition,
                     format!("Topic '{name}' does not exist."),
@@ -394,59 +364,36 @@ async fn alter_local(items: Vec<(String, ConfigChange, bool)>) -> Vec<Result<(),
             cfg.log_config(&configs)
                 .map_err(|e| Refusal::new(ResponseError::InvalidConfig, format!("{e:#}")))?;
             if validate_only {
-                return Ok(());
+                return Ok(None);
             }
-            let mut meta = (**t).clone();
-            meta.configs = configs;
-            next.topics.insert(name.clone(), Arc::new(meta.clone()));
-            changed.push(meta);
-            Ok(())
-        })();
-        results.push(r);
-    }
-    if !commit(next, !changed.is_empty(), &mut results) {
-        return results;
-    }
-    let shards = runtime::nr_shards();
-    for t in changed {
-        tracing::info!(topic = %t.name, configs = ?t.configs, "topic config changed");
-        let applies = (0..shards).map(|s| {
-            let (name, configs) = (t.name.clone(), t.configs.clone());
-            runtime::submit_to(s, move || async move {
-                partition_manager::apply_config(&name, &configs)
-            })
-        });
-        futures::future::join_all(applies).await;
-    }
-    results
+            tracing::info!(topic = %name, configs = ?configs, "topic config change proposed");
+            Ok(Some(MetadataRecord::TopicConfigs {
+                name,
+                id: t.id,
+                configs,
+            }))
+        })
+        .collect();
+    propose_checked(checked).await
 }
 
 /// Producer ids handed to a shard at a time, so InitProducerId rarely needs
 /// the controller.
 pub const PRODUCER_ID_BLOCK: i64 = 1000;
 
-/// Reserves the next block of producer ids (persisted before it is returned,
-/// so no id is handed out twice, even across a crash). Returns its first id.
+/// Reserves the next block of producer ids (committed in the quorum before it is returned,
+/// so no id is handed out twice, even across a crash or by two brokers). Returns its first id.
 pub async fn allocate_producer_ids() -> Result<i64, Refusal> {
-    let mut out = on_controller(1, || async {
-        let mut next = (*image()).clone();
-        let start = next.next_producer_id.max(0);
-        let Some(end) = start.checked_add(PRODUCER_ID_BLOCK) else {
-            return vec![Err(Refusal::new(
-                ResponseError::UnknownServerError,
-                "producer ids exhausted",
-            ))];
-        };
-        next.next_producer_id = end;
-        let mut results = vec![Ok(start)];
-        commit(next, true, &mut results);
-        results
-    })
-    .await;
-    out.pop().unwrap_or_else(|| {
-        Err(Refusal::new(
+    let out = propose(vec![MetadataRecord::ProducerIds {
+        count: PRODUCER_ID_BLOCK,
+    }])
+    .await?;
+    match out.into_iter().next() {
+        Some(Ok(Applied::ProducerIdBlock(start))) => Ok(start),
+        Some(Err(r)) => Err(r),
+        _ => Err(Refusal::new(
             ResponseError::UnknownServerError,
-            "no answer from the controller",
-        ))
-    })
+            "no producer id block in the answer",
+        )),
+    }
 }

@@ -9,6 +9,10 @@ use kafka_protocol::records::{
 };
 
 use super::controller::{self, NewTopic};
+
+/// The consumer groups' offsets topic (its owner is `group/`; named here so the controller
+/// can protect it without importing the coordinators).
+pub const OFFSETS_TOPIC: &str = "__consumer_offsets";
 use super::{image, partition_manager};
 use crate::storage::StorageError;
 
@@ -112,7 +116,7 @@ pub async fn append(
         Ok(None) => return Err(E::CoordinatorNotAvailable.code()),
         Err(e) => return Err(store_error(&e)),
     };
-    let now = crate::server::now_ms();
+    let now = crate::runtime::now_ms();
     let batch = encode_batch(recs, producer, now)?;
     let res = p.log.append(batch, now).await.map_err(|e| {
         tracing::error!(topic, partition, error = %e, "writing an internal topic");

@@ -1,6 +1,10 @@
-//! Cluster metadata: the immutable image of topics and partitions that every
-//! shard reads, the single writer that changes it (the controller, on shard 0),
-//! and each shard's manager of the partitions it owns.
+//! Cluster metadata: the immutable image of brokers, topics and partitions that
+//! every shard reads; the metadata log it is built from (records applied in
+//! order, replicated by a Raft quorum: `quorum/`, `records.rs`,
+//! `publisher.rs`); the changes proposed to it (`controller.rs`), the broker's
+//! life in the cluster (`lifecycle.rs`), and each shard's manager of the
+//! partitions it owns (`partition_manager.rs`), kept in line with the image by
+//! `listener.rs`.
 //!
 //! The image is published through an `ArcSwap`: readers take a cheap snapshot
 //! per request and never lock. Which shard owns a partition is a pure function
@@ -8,8 +12,15 @@
 
 pub mod controller;
 pub mod internal_topic;
+pub mod lifecycle;
+pub mod listener;
+pub mod meta_properties;
 pub mod partition_manager;
+pub mod placement;
 pub mod producer_ids;
+pub mod publisher;
+pub mod quorum;
+pub mod records;
 pub mod store;
 
 use std::collections::BTreeMap;
@@ -22,9 +33,50 @@ use serde::{Deserialize, Serialize};
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
 pub struct PartitionMeta {
     pub index: i32,
-    /// Index into `log.dirs` of the directory holding this partition.
+    /// Index into this broker's `log.dirs` of the directory holding the partition. Local to
+    /// each broker (chosen when the partition is first placed here), not part of the
+    /// replicated records: `publisher.rs` fills it in before an image is published.
+    #[serde(default)]
     pub log_dir: usize,
+    /// Bumped at every leader change (Kafka's leader epoch).
     pub leader_epoch: i32,
+    /// Node ids holding a replica, the preferred leader first.
+    #[serde(default)]
+    pub replicas: Vec<i32>,
+    /// In-sync replicas.
+    #[serde(default)]
+    pub isr: Vec<i32>,
+    /// The leading node, or -1 when none is available (its only replicas are fenced).
+    #[serde(default = "no_leader")]
+    pub leader: i32,
+    /// Bumped at every change of leader or ISR; the compare-and-set token of a change.
+    #[serde(default)]
+    pub partition_epoch: i32,
+}
+
+fn no_leader() -> i32 {
+    NO_LEADER
+}
+
+/// Kafka's "no leader" node id.
+pub const NO_LEADER: i32 = -1;
+
+/// A registered broker, as clients see it in Metadata.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct BrokerMeta {
+    pub id: i32,
+    /// New at every start of the broker process (KRaft's incarnation id).
+    pub incarnation: uuid::Uuid,
+    /// The advertised Kafka listener.
+    pub host: String,
+    pub port: i32,
+    pub rack: Option<String>,
+    /// A fenced broker leads nothing and is not listed to clients.
+    pub fenced: bool,
+    /// Fenced by its own clean shutdown: stays fenced until it registers again, even while
+    /// the quorum still hears from the stopping process.
+    #[serde(default)]
+    pub leaving: bool,
 }
 
 /// One topic: id, partitions and its config overrides (Kafka names).
@@ -44,6 +96,12 @@ pub struct MetadataImage {
     /// Producer ids below this have been handed out (in blocks); never reused.
     #[serde(default)]
     pub next_producer_id: i64,
+    /// Registered brokers by node id.
+    #[serde(default)]
+    pub brokers: BTreeMap<i32, BrokerMeta>,
+    /// Log index of the last metadata record applied (0: none yet).
+    #[serde(default)]
+    pub applied_index: u64,
 }
 
 impl MetadataImage {
@@ -63,6 +121,11 @@ impl MetadataImage {
         Some((t, p))
     }
 
+    /// Brokers that may lead and serve clients (registered, not fenced), by id.
+    pub fn live_brokers(&self) -> impl Iterator<Item = &BrokerMeta> {
+        self.brokers.values().filter(|b| !b.fenced)
+    }
+
     /// Partitions per log dir, for placing a new partition on the emptiest.
     pub fn partitions_per_dir(&self, dirs: usize) -> Vec<usize> {
         let mut counts = vec![0; dirs];
@@ -78,6 +141,18 @@ impl MetadataImage {
 }
 
 static IMAGE: OnceLock<ArcSwap<MetadataImage>> = OnceLock::new();
+static QUORUM: OnceLock<quorum::Quorum> = OnceLock::new();
+static MULTI_NODE: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// The metadata quorum of this node, once started.
+pub fn quorum_handle() -> Option<&'static quorum::Quorum> {
+    QUORUM.get()
+}
+
+/// True when `controller.quorum.voters` is set: partitions may be led by other brokers.
+pub fn multi_node() -> bool {
+    MULTI_NODE.load(std::sync::atomic::Ordering::Relaxed)
+}
 
 /// The current metadata image (a snapshot; cheap).
 pub fn image() -> Arc<MetadataImage> {
@@ -86,7 +161,21 @@ pub fn image() -> Arc<MetadataImage> {
         .load_full()
 }
 
-/// Replaces the published image. Only the controller calls this.
+/// The leader of `topic`'s partition `index` in `img` (-1: none, or no such partition).
+pub fn leader_of(img: &MetadataImage, topic: &str, index: i32) -> i32 {
+    img.partition(topic, index)
+        .map_or(NO_LEADER, |(_, p)| p.leader)
+}
+
+/// The advertised (host, port) of a live broker.
+pub fn broker_address(img: &MetadataImage, id: i32) -> Option<(String, i32)> {
+    img.brokers
+        .get(&id)
+        .filter(|b| !b.fenced)
+        .map(|b| (b.host.clone(), b.port))
+}
+
+/// Replaces the published image. Only the quorum's state machine calls this.
 pub(crate) fn publish(img: MetadataImage) {
     IMAGE
         .get_or_init(|| ArcSwap::from_pointee(MetadataImage::default()))

@@ -102,7 +102,27 @@ pub fn partition_dir(cfg: &BrokerConfig, topic: &str, index: i32, log_dir: usize
 /// owns it. `Ok(None)` when the metadata does not know the partition.
 /// A partition whose log dir went offline (`storage::log_dirs`) answers `LogDirOffline`, so
 /// every request on it gets KAFKA_STORAGE_ERROR.
+/// In a cluster of several brokers, a partition another broker leads answers `NotLeader`
+/// (NOT_LEADER_OR_FOLLOWER); a single node leads all its partitions and skips the check.
 pub async fn get(topic: &str, index: i32) -> Result<Option<Rc<Partition>>, StorageError> {
+    if super::multi_node() {
+        let img = image();
+        if let Some((_, p)) = img.partition(topic, index) {
+            let me = broker_config().node_id;
+            if p.leader != me {
+                return Err(StorageError::NotLeader(format!(
+                    "{topic}-{index} is led by {}, not by broker {me}",
+                    p.leader
+                )));
+            }
+        }
+    }
+    get_hosted(topic, index).await
+}
+
+/// As [`get`], without the leadership check: for the partitions this broker hosts (the
+/// image listener opening new ones).
+pub async fn get_hosted(topic: &str, index: i32) -> Result<Option<Rc<Partition>>, StorageError> {
     if let Some(p) = lookup(topic, index) {
         if let Some(why) = crate::storage::log_dirs::offline_reason(&p.log.dir) {
             return Err(StorageError::LogDirOffline(why));
@@ -172,10 +192,11 @@ pub async fn open_owned() -> anyhow::Result<usize> {
     let img = image();
     let me = runtime::shard_id();
     let n = runtime::nr_shards();
+    let node = broker_config().node_id;
     let mut opened = 0;
     for t in img.topics.values() {
         for p in &t.partitions {
-            if owner_shard(&t.name, p.index, n) == me {
+            if owner_shard(&t.name, p.index, n) == me && p.replicas.contains(&node) {
                 open(t, p.index)
                     .await
                     .map_err(|e| anyhow::anyhow!("opening {}-{}: {e}", t.name, p.index))?;
@@ -264,7 +285,7 @@ pub async fn housekeeping_loop() {
         since_cleaner_ms += tick_ms;
         if since_retention_ms >= retention_every_ms {
             since_retention_ms = 0;
-            let now = crate::server::now_ms();
+            let now = crate::runtime::now_ms();
             for p in all_open() {
                 if let Err(e) = p.log.housekeeping(now).await {
                     tracing::error!(topic = %p.topic, partition = p.index, error = %e, "housekeeping failed");
@@ -279,7 +300,7 @@ pub async fn housekeeping_loop() {
                 }
                 let part = Rc::clone(&p);
                 let pass = runtime::run_low_priority(async move {
-                    part.log.compact(crate::server::now_ms()).await
+                    part.log.compact(crate::runtime::now_ms()).await
                 })
                 .await;
                 if let Some(Err(e)) = pass {

@@ -19,7 +19,7 @@ use super::state::{
 use super::{partition_for, OFFSETS_TOPIC};
 use crate::cluster::{image, internal_topic, owner_shard, partition_manager};
 use crate::runtime;
-use crate::server::now_ms;
+use crate::runtime::now_ms;
 
 /// How often the timers run.
 const TICK: Duration = Duration::from_millis(100);

@@ -19,7 +19,7 @@ use crate::cluster::{image, internal_topic, owner_shard, partition_manager};
 use crate::runtime;
 
 /// Name of the internal topic holding committed offsets and group metadata.
-pub const OFFSETS_TOPIC: &str = "__consumer_offsets";
+pub use crate::cluster::internal_topic::OFFSETS_TOPIC;
 
 /// Java's `String.hashCode` (over UTF-16 code units), which Kafka uses to
 /// place a group.

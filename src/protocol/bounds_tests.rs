@@ -26,6 +26,7 @@ macro_rules! by_api {
             ApiKey::CreatePartitions => $f::<CreatePartitionsRequest>($($arg),*),
             ApiKey::IncrementalAlterConfigs => $f::<IncrementalAlterConfigsRequest>($($arg),*),
             ApiKey::DescribeCluster => $f::<DescribeClusterRequest>($($arg),*),
+            ApiKey::DescribeQuorum => $f::<DescribeQuorumRequest>($($arg),*),
             ApiKey::FindCoordinator => $f::<FindCoordinatorRequest>($($arg),*),
             ApiKey::JoinGroup => $f::<JoinGroupRequest>($($arg),*),
             ApiKey::SyncGroup => $f::<SyncGroupRequest>($($arg),*),

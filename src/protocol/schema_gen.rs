@@ -435,6 +435,40 @@ pub static DESCRIBE_CLUSTER_REQUEST: StructSchema = StructSchema {
     tagged: &[],
 };
 
+/// `describe_quorum_request::PartitionData`
+pub static DESCRIBE_QUORUM_REQUEST__PARTITION_DATA: StructSchema = StructSchema {
+    name: "PartitionData",
+    versions: (0, 2),
+    flexible_from: Some(0),
+    fields: &[
+        Field { name: "partition_index", alts: &[(0, 2, Ty::Int32)] },
+    ],
+    tagged: &[],
+};
+
+/// `describe_quorum_request::TopicData`
+pub static DESCRIBE_QUORUM_REQUEST__TOPIC_DATA: StructSchema = StructSchema {
+    name: "TopicData",
+    versions: (0, 2),
+    flexible_from: Some(0),
+    fields: &[
+        Field { name: "topic_name", alts: &[(0, 2, Ty::CompactString { nullable: false })] },
+        Field { name: "partitions", alts: &[(0, 2, Ty::CompactArray { nullable: false, elem: &Ty::Struct(&DESCRIBE_QUORUM_REQUEST__PARTITION_DATA) })] },
+    ],
+    tagged: &[],
+};
+
+/// `describe_quorum_request::DescribeQuorumRequest`
+pub static DESCRIBE_QUORUM_REQUEST: StructSchema = StructSchema {
+    name: "DescribeQuorumRequest",
+    versions: (0, 2),
+    flexible_from: Some(0),
+    fields: &[
+        Field { name: "topics", alts: &[(0, 2, Ty::CompactArray { nullable: false, elem: &Ty::Struct(&DESCRIBE_QUORUM_REQUEST__TOPIC_DATA) })] },
+    ],
+    tagged: &[],
+};
+
 /// `describe_log_dirs_request::DescribableLogDirTopic`
 pub static DESCRIBE_LOG_DIRS_REQUEST__DESCRIBABLE_LOG_DIR_TOPIC: StructSchema = StructSchema {
     name: "DescribableLogDirTopic",
@@ -967,6 +1001,7 @@ pub fn request(api: ApiKey) -> Option<&'static StructSchema> {
         ApiKey::CreatePartitions => Some(&CREATE_PARTITIONS_REQUEST),
         ApiKey::IncrementalAlterConfigs => Some(&INCREMENTAL_ALTER_CONFIGS_REQUEST),
         ApiKey::DescribeCluster => Some(&DESCRIBE_CLUSTER_REQUEST),
+        ApiKey::DescribeQuorum => Some(&DESCRIBE_QUORUM_REQUEST),
         ApiKey::DescribeLogDirs => Some(&DESCRIBE_LOG_DIRS_REQUEST),
         ApiKey::FindCoordinator => Some(&FIND_COORDINATOR_REQUEST),
         ApiKey::JoinGroup => Some(&JOIN_GROUP_REQUEST),
@@ -1005,6 +1040,7 @@ pub const REQUEST_APIS: &[ApiKey] = &[
     ApiKey::CreatePartitions,
     ApiKey::IncrementalAlterConfigs,
     ApiKey::DescribeCluster,
+    ApiKey::DescribeQuorum,
     ApiKey::DescribeLogDirs,
     ApiKey::FindCoordinator,
     ApiKey::JoinGroup,

@@ -37,11 +37,25 @@ thread_local! {
 #[error("shard {0} is not running")]
 pub struct ShardGone(pub usize);
 
+/// Wall-clock milliseconds since the epoch (Kafka timestamps). Here, below every layer
+/// that needs a clock.
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
 /// The id of the shard running the caller. Panics off-shard: a programming error.
 pub fn shard_id() -> usize {
     SHARD_ID
         .with(|c| c.get())
         .expect("shard_id() called outside a shard thread")
+}
+
+/// True once [`run_shards`] has set up the shards' inboxes.
+pub fn shards_started() -> bool {
+    INBOXES.get().is_some()
 }
 
 /// Number of shards started.

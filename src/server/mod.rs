@@ -16,13 +16,7 @@ use crate::cluster::{self, partition_manager, store};
 use crate::config::{BrokerConfig, StartArgs};
 use crate::runtime::{self, LocalNotify};
 
-/// Wall-clock milliseconds since the epoch (Kafka timestamps).
-pub fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
-}
+pub use crate::runtime::now_ms;
 
 thread_local! {
     static STOPPING: Cell<bool> = const { Cell::new(false) };
@@ -37,28 +31,15 @@ pub fn run_start(args: StartArgs) -> anyhow::Result<()> {
         .iter()
         .map(|d| store::lock_dir(d))
         .collect::<anyhow::Result<Vec<_>>>()?;
-    refuse_if_port_taken(&cfg.listen)?;
-
-    let meta_dir = cfg.log_dirs[0].clone();
-    let mut img = store::load(&meta_dir)?.unwrap_or_default();
-    if img.cluster_id.is_empty() || (!cfg.cluster_id.is_empty() && cfg.cluster_id != img.cluster_id)
-    {
-        img.cluster_id = if cfg.cluster_id.is_empty() {
-            uuid::Uuid::new_v4().simple().to_string()[..22].to_string()
-        } else {
-            cfg.cluster_id.clone()
-        };
-        store::save(&meta_dir, &img)?;
+    if cfg.cluster.roles.broker {
+        refuse_if_port_taken(&cfg.listen)?;
     }
-    quarantine_strays(&cfg, &img);
     tracing::info!(
-        listen = %cfg.listen, log_dirs = ?cfg.log_dirs, smp = cfg.smp,
-        topics = img.topics.len(), cluster_id = %img.cluster_id, "starting sluice"
+        listen = %cfg.listen, log_dirs = ?cfg.log_dirs, smp = cfg.smp, node = cfg.node_id,
+        roles = ?cfg.cluster.roles, voters = ?cfg.cluster.voters, "starting sluice"
     );
-    cluster::publish(img);
-    let cfg = Arc::new(cfg);
-    partition_manager::install_config(cfg.clone());
-
+    // Signals are blocked before any thread starts (the quorum's included), so only the
+    // signal thread receives them.
     let mut signals = SigSet::empty();
     signals.add(Signal::SIGINT);
     signals.add(Signal::SIGTERM);
@@ -70,6 +51,11 @@ pub fn run_start(args: StartArgs) -> anyhow::Result<()> {
             if let Ok(sig) = signals.wait() {
                 tracing::info!(signal = ?sig, "shutting down");
             }
+            if !runtime::shards_started() {
+                // Still joining the cluster: nothing to close yet.
+                tracing::info!("stopped before serving");
+                std::process::exit(0);
+            }
             for s in 0..shards {
                 let _ = futures::executor::block_on(runtime::submit_to(s, || async {
                     STOPPING.with(|c| c.set(true));
@@ -78,12 +64,23 @@ pub fn run_start(args: StartArgs) -> anyhow::Result<()> {
             }
         })
         .context("starting signal thread")?;
+    let cfg = Arc::new(cfg);
+    partition_manager::install_config(cfg.clone());
+    cluster::lifecycle::start(&cfg)?;
+    let img = cluster::image();
+    quarantine_strays(&cfg, &img);
+    tracing::info!(topics = img.topics.len(), brokers = img.brokers.len(), cluster_id = %img.cluster_id, "metadata loaded");
 
     let opts = runtime::ShardOptions {
         io_memory: cfg.io_memory_bytes,
         spin_before_park: std::time::Duration::from_micros(cfg.spin_before_park_us),
     };
-    runtime::run_shards(cfg.smp, opts, move |id| shard_main(id, cfg.clone()))?;
+    let shard_cfg = cfg.clone();
+    runtime::run_shards(cfg.smp, opts, move |id| shard_main(id, shard_cfg.clone()))?;
+    cluster::lifecycle::leave(&cfg);
+    if let Some(q) = cluster::quorum_handle() {
+        q.shutdown();
+    }
     tracing::info!("stopped");
     Ok(())
 }
@@ -95,6 +92,14 @@ async fn shard_main(id: usize, cfg: Arc<BrokerConfig>) {
         std::time::Duration::from_millis(cfg.stall_interval_ms),
         std::time::Duration::from_micros(cfg.stall_threshold_us),
     );
+    if id == 0 {
+        if let Some(wake) = cluster::lifecycle::take_listener_wake() {
+            runtime::spawn(cluster::listener::run(wake, cluster::image()));
+        }
+        if cfg.cluster.roles.controller {
+            runtime::spawn(cluster::lifecycle::controller_loop(cfg.clone()));
+        }
+    }
     match partition_manager::open_owned().await {
         Ok(n) => tracing::info!(shard = id, partitions = n, "partitions recovered"),
         Err(e) => {
@@ -119,6 +124,16 @@ async fn shard_main(id: usize, cfg: Arc<BrokerConfig>) {
         }
     }
     runtime::spawn(crate::txn::coordinator::timer_loop());
+    if !cfg.cluster.roles.broker {
+        // A controller-only node serves no clients: it waits for the signal to stop.
+        let stop = STOP.with(|s| s.clone());
+        if !STOPPING.with(Cell::get) {
+            stop.notified().await;
+        }
+        partition_manager::close_all().await;
+        tracing::info!(shard = id, "shard stopped");
+        return;
+    }
     let listener = match glommio::net::TcpListener::bind(&cfg.listen) {
         Ok(l) => l,
         Err(e) => {
@@ -230,13 +245,17 @@ fn refuse_if_port_taken(listen: &str) -> anyhow::Result<()> {
 /// topic deletion's metadata write and its directory removal) are renamed
 /// aside, never reused, so a new topic of the same name starts empty.
 fn quarantine_strays(cfg: &BrokerConfig, img: &cluster::MetadataImage) {
+    let node = cfg.node_id;
     for dir in &cfg.log_dirs {
         let Ok(entries) = std::fs::read_dir(dir) else {
             continue;
         };
         for e in entries.flatten() {
             let name = e.file_name().to_string_lossy().to_string();
-            if !e.path().is_dir() || name.ends_with("-stray") {
+            if !e.path().is_dir()
+                || name.ends_with("-stray")
+                || name == cluster::lifecycle::METADATA_LOG_DIR
+            {
                 continue;
             }
             let Some((topic, part)) = name.rsplit_once('-') else {
@@ -245,7 +264,10 @@ fn quarantine_strays(cfg: &BrokerConfig, img: &cluster::MetadataImage) {
             let Ok(index) = part.parse::<i32>() else {
                 continue;
             };
-            if img.partition(topic, index).is_none() {
+            let hosted = img
+                .partition(topic, index)
+                .is_some_and(|(_, p)| p.replicas.contains(&node));
+            if !hosted {
                 let to = dir.join(format!("{name}.{}-stray", now_ms()));
                 tracing::warn!(dir = %e.path().display(), to = %to.display(), "partition not in metadata; moving aside");
                 if let Err(err) = std::fs::rename(e.path(), &to) {

@@ -44,6 +44,10 @@ pub enum StorageError {
     /// The partition's log dir is offline after a disk error (see `log_dirs.rs`).
     #[error("log dir offline: {0}")]
     LogDirOffline(String),
+    /// Another broker leads the partition (or none does): NOT_LEADER_OR_FOLLOWER, so the
+    /// client refreshes its metadata and goes to the leader.
+    #[error("not the leader: {0}")]
+    NotLeader(String),
 }
 
 impl StorageError {
@@ -59,6 +63,7 @@ impl StorageError {
             StorageError::OutOfOrderSequence(_) => 45,
             StorageError::InvalidProducerEpoch(_) => 47,
             StorageError::Io(_) | StorageError::NoSpace(_) | StorageError::LogDirOffline(_) => 56,
+            StorageError::NotLeader(_) => 6,
         }
     }
 }

@@ -20,7 +20,7 @@ use super::transition::{
 use super::{partition_for, Limits, TxnError, TXN_STATE_TOPIC};
 use crate::cluster::{image, internal_topic, owner_shard, partition_manager, producer_ids};
 use crate::runtime;
-use crate::server::now_ms;
+use crate::runtime::now_ms;
 
 thread_local! {
     static TXNS: RefCell<HashMap<String, Rc<RefCell<Txn>>>> = RefCell::new(HashMap::new());
@@ -52,6 +52,13 @@ pub fn locate(transactional_id: &str) -> Option<usize> {
     let t = img.topic(TXN_STATE_TOPIC)?;
     let p = partition_for(transactional_id, t.partitions.len() as i32);
     Some(owner_shard(TXN_STATE_TOPIC, p, runtime::nr_shards()))
+}
+
+/// The `__transaction_state` partition of a transactional id; None until the topic exists.
+pub fn partition_of(transactional_id: &str) -> Option<i32> {
+    let img = image();
+    let t = img.topic(TXN_STATE_TOPIC)?;
+    Some(partition_for(transactional_id, t.partitions.len() as i32))
 }
 
 fn state_partition(id: &str) -> i32 {

@@ -50,7 +50,8 @@ where
     Fut: Future<Output = T> + 'static,
 {
     ensure_offsets_topic().await?;
-    let (_, shard) = locate(group).ok_or(E::CoordinatorNotAvailable.code())?;
+    let (partition, shard) = locate(group).ok_or(E::CoordinatorNotAvailable.code())?;
+    super::check_coordinator(crate::group::OFFSETS_TOPIC, partition)?;
     runtime::submit_to(shard, move || async move {
         if !coordinator::loaded() {
             return Err(E::CoordinatorLoadInProgress.code());
@@ -59,6 +60,18 @@ where
     })
     .await
     .map_err(|_| E::CoordinatorNotAvailable.code())?
+}
+
+/// Where clients reach broker `id`: this broker's own advertised address, or the one it
+/// registered in the metadata.
+fn coordinator_address(img: &crate::cluster::MetadataImage, id: i32) -> Option<(String, i32)> {
+    if id < 0 {
+        return None;
+    }
+    if id == broker_config().node_id {
+        return Some(advertised());
+    }
+    crate::cluster::broker_address(img, id)
 }
 
 pub async fn find_coordinator(
@@ -71,11 +84,9 @@ pub async fn find_coordinator(
     } else {
         vec![body.key.clone()]
     };
-    let (host, port) = advertised();
-    let node = broker_config().node_id;
     let mut coords = Vec::with_capacity(keys.len());
     for key in keys {
-        let (code, message) = match body.key_type {
+        let (mut code, mut message) = match body.key_type {
             0 => match ensure_offsets_topic().await {
                 Ok(()) => (0, None),
                 Err(c) => (c, Some("the offsets topic is not available".to_string())),
@@ -92,11 +103,37 @@ pub async fn find_coordinator(
                 Some(format!("unknown coordinator key type {}", body.key_type)),
             ),
         };
+        // The coordinator is the broker leading the key's internal partition.
+        let (mut node, mut host, mut port) = (-1, String::new(), -1);
+        if code == 0 {
+            let (topic, partition) = if body.key_type == 0 {
+                (
+                    crate::group::OFFSETS_TOPIC,
+                    crate::group::locate(key.as_str()).map(|(p, _)| p),
+                )
+            } else {
+                (
+                    crate::txn::TXN_STATE_TOPIC,
+                    crate::txn::coordinator::partition_of(key.as_str()),
+                )
+            };
+            let img = crate::cluster::image();
+            let leader = partition.map_or(-1, |p| crate::cluster::leader_of(&img, topic, p));
+            match coordinator_address(&img, leader) {
+                Some((h, p)) => (node, host, port) = (leader, h, p),
+                None => {
+                    code = E::CoordinatorNotAvailable.code();
+                    message = Some(format!(
+                        "the coordinator's partition of {topic} has no live leader"
+                    ));
+                }
+            }
+        }
         let ok = code == 0;
         coords.push(
             Coordinator::default()
                 .with_key(key)
-                .with_node_id(BrokerId(if ok { node } else { -1 }))
+                .with_node_id(BrokerId(node))
                 .with_host(str_bytes(if ok { &host } else { "" }))
                 .with_port(if ok { port } else { -1 })
                 .with_error_code(code)

@@ -1,6 +1,8 @@
-//! Metadata: the broker list (this broker), the controller, and topics with
-//! their partitions (leader, epoch, replicas, ISR). Unknown topics are created
-//! when the request allows it and `auto.create.topics.enable` is on.
+//! Metadata: the live brokers (registered, not fenced) with their advertised
+//! listeners, a controller id, and topics with their partitions (leader,
+//! epoch, replicas, ISR, offline replicas) as the metadata image has them.
+//! Unknown topics are created when the request allows it and
+//! `auto.create.topics.enable` is on.
 
 use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::metadata_response::{
@@ -10,7 +12,10 @@ use kafka_protocol::messages::{MetadataRequest, MetadataResponse};
 
 use super::{advertised, str_bytes, topic_name, topic_str};
 use crate::cluster::controller::{self, NewTopic};
-use crate::cluster::{image, partition_manager::broker_config, validate_topic_name, TopicMeta};
+use crate::cluster::{
+    image, partition_manager::broker_config, validate_topic_name, MetadataImage, TopicMeta,
+    NO_LEADER,
+};
 use crate::protocol::Request;
 
 /// Kafka's KAFKA_STORAGE_ERROR: the partition's replica is in an offline log dir.
@@ -19,17 +24,25 @@ const KAFKA_STORAGE_ERROR: i16 = 56;
 pub async fn handle(req: &Request, body: MetadataRequest) -> MetadataResponse {
     let cfg = broker_config();
     let mut resp = MetadataResponse::default();
-    let (host, port) = advertised();
-    let mut b = MetadataResponseBroker::default();
-    b.node_id = cfg.node_id.into();
-    b.host = str_bytes(&host);
-    b.port = port;
-    resp.brokers = vec![b];
+    let img0 = image();
+    resp.brokers = brokers(&img0, req.version)
+        .into_iter()
+        .map(|(id, host, port, rack)| {
+            let mut b = MetadataResponseBroker::default();
+            b.node_id = id.into();
+            b.host = str_bytes(&host);
+            b.port = port;
+            if req.version >= 1 {
+                b.rack = rack.map(|r| str_bytes(&r));
+            }
+            b
+        })
+        .collect();
     if req.version >= 2 {
-        resp.cluster_id = Some(str_bytes(&image().cluster_id));
+        resp.cluster_id = Some(str_bytes(&img0.cluster_id));
     }
     if req.version >= 1 {
-        resp.controller_id = cfg.node_id.into();
+        resp.controller_id = controller_id(&img0).into();
     }
     resp.cluster_authorized_operations = i32::MIN;
 
@@ -46,7 +59,7 @@ pub async fn handle(req: &Request, body: MetadataRequest) -> MetadataResponse {
             resp.topics = img
                 .topics
                 .values()
-                .map(|t| describe(t, cfg.node_id, req.version))
+                .map(|t| describe(&img, t, cfg.node_id, req.version))
                 .collect();
         }
         Some(list) => {
@@ -66,7 +79,8 @@ pub async fn handle(req: &Request, body: MetadataRequest) -> MetadataResponse {
                     },
                 };
                 if let Some(t) = img.topic(&name) {
-                    resp.topics.push(describe(t, cfg.node_id, req.version));
+                    resp.topics
+                        .push(describe(&img, t, cfg.node_id, req.version));
                     continue;
                 }
                 let mut t = MetadataResponseTopic::default();
@@ -84,11 +98,12 @@ pub async fn handle(req: &Request, body: MetadataRequest) -> MetadataResponse {
                         configs: Default::default(),
                     };
                     match controller::create_topics(vec![new]).await.pop() {
-                        Some(Ok(meta)) => t = describe(&meta, cfg.node_id, req.version),
+                        Some(Ok(meta)) => t = describe(&image(), &meta, cfg.node_id, req.version),
                         // Lost a race with another creator: describe what exists.
                         Some(Err(r)) if r.code == ResponseError::TopicAlreadyExists.code() => {
-                            match image().topic(&name) {
-                                Some(m) => t = describe(m, cfg.node_id, req.version),
+                            let now = image();
+                            match now.topic(&name) {
+                                Some(m) => t = describe(&now, m, cfg.node_id, req.version),
                                 None => t.error_code = ResponseError::LeaderNotAvailable.code(),
                             }
                         }
@@ -103,7 +118,42 @@ pub async fn handle(req: &Request, body: MetadataRequest) -> MetadataResponse {
     resp
 }
 
-fn describe(t: &TopicMeta, node: i32, version: i16) -> MetadataResponseTopic {
+/// (id, host, port, rack) of every live broker; this broker alone until it has registered.
+pub(crate) fn brokers(
+    img: &MetadataImage,
+    _version: i16,
+) -> Vec<(i32, String, i32, Option<String>)> {
+    let cfg = broker_config();
+    let mut out: Vec<_> = img
+        .live_brokers()
+        .map(|b| {
+            if b.id == cfg.node_id {
+                // Our own address as configured now (a restart may change it before the
+                // registration commits).
+                let (h, p) = advertised();
+                (b.id, h, p, cfg.cluster.rack.clone())
+            } else {
+                (b.id, b.host.clone(), b.port, b.rack.clone())
+            }
+        })
+        .collect();
+    if !out.iter().any(|b| b.0 == cfg.node_id) && cfg.cluster.roles.broker {
+        let (h, p) = advertised();
+        out.push((cfg.node_id, h, p, cfg.cluster.rack.clone()));
+    }
+    out
+}
+
+/// What Metadata and DescribeCluster report as the controller: this broker. With KRaft,
+/// Kafka reports a random live broker, since clients cannot reach the controllers and any
+/// broker takes admin requests (it forwards them); here any broker proposes them to the
+/// metadata quorum, and the broker answering is the one surely reachable. The quorum's
+/// leader is in DescribeQuorum (`sluice cluster quorum`).
+pub(crate) fn controller_id(_img: &MetadataImage) -> i32 {
+    broker_config().node_id
+}
+
+fn describe(img: &MetadataImage, t: &TopicMeta, node: i32, version: i16) -> MetadataResponseTopic {
     let mut out = MetadataResponseTopic::default();
     out.name = Some(topic_name(&t.name));
     if version >= 10 {
@@ -119,13 +169,22 @@ fn describe(t: &TopicMeta, node: i32, version: i16) -> MetadataResponseTopic {
         .map(|p| {
             let mut mp = MetadataResponsePartition::default();
             mp.partition_index = p.index;
-            mp.leader_id = node.into();
+            mp.leader_id = p.leader.into();
             if version >= 7 {
                 mp.leader_epoch = p.leader_epoch;
             }
-            mp.replica_nodes = vec![node.into()];
-            mp.isr_nodes = vec![node.into()];
-            if crate::storage::log_dirs::is_offline_index(p.log_dir) {
+            mp.replica_nodes = p.replicas.iter().map(|r| (*r).into()).collect();
+            mp.isr_nodes = p.isr.iter().map(|r| (*r).into()).collect();
+            let offline: Vec<i32> = p
+                .replicas
+                .iter()
+                .copied()
+                .filter(|r| img.brokers.get(r).is_none_or(|b| b.fenced))
+                .collect();
+            if p.leader == NO_LEADER {
+                mp.error_code = ResponseError::LeaderNotAvailable.code();
+            }
+            if p.leader == node && crate::storage::log_dirs::is_offline_index(p.log_dir) {
                 // The only replica sits in an offline log dir. The leader stays this broker so
                 // that clients send their requests and get a definite KAFKA_STORAGE_ERROR from
                 // each (see docs: Kafka moves leadership away, impossible with one replica).
@@ -133,6 +192,8 @@ fn describe(t: &TopicMeta, node: i32, version: i16) -> MetadataResponseTopic {
                 if version >= 5 {
                     mp.offline_replicas = vec![node.into()];
                 }
+            } else if version >= 5 && !offline.is_empty() && img.brokers.contains_key(&node) {
+                mp.offline_replicas = offline.into_iter().map(Into::into).collect();
             }
             mp
         })

@@ -8,6 +8,7 @@ mod admin_topics;
 mod api_versions;
 mod describe_cluster;
 mod describe_log_dirs;
+mod describe_quorum;
 mod fetch;
 mod groups;
 mod init_producer_id;
@@ -124,6 +125,7 @@ async fn handle_now(frame: Bytes, client_host: &str) -> Result<Option<Bytes>, Fr
         ApiKey::DescribeCluster => {
             respond(&req, describe_cluster::handle(&req, decode_body(&req)?))
         }
+        ApiKey::DescribeQuorum => respond(&req, describe_quorum::handle(&req, decode_body(&req)?)),
         ApiKey::DescribeLogDirs => respond(
             &req,
             describe_log_dirs::handle(&req, decode_body(&req)?).await,
@@ -220,6 +222,20 @@ pub(crate) fn by_shard<T>(items: Vec<(usize, T)>) -> BTreeMap<usize, Vec<T>> {
 }
 
 /// Host and port clients should use to reach this broker.
+/// NOT_COORDINATOR unless this broker leads the coordinator's internal partition (always
+/// true on a single node).
+pub(crate) fn check_coordinator(topic: &str, partition: i32) -> Result<(), i16> {
+    if !crate::cluster::multi_node() {
+        return Ok(());
+    }
+    let me = crate::cluster::partition_manager::broker_config().node_id;
+    if crate::cluster::leader_of(&crate::cluster::image(), topic, partition) == me {
+        Ok(())
+    } else {
+        Err(kafka_protocol::error::ResponseError::NotCoordinator.code())
+    }
+}
+
 pub(crate) fn advertised() -> (String, i32) {
     let cfg = crate::cluster::partition_manager::broker_config();
     match cfg.advertised.rsplit_once(':') {

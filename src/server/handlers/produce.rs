@@ -76,6 +76,7 @@ pub async fn handle(req: &Request, body: ProduceRequest) -> Produced {
     let acks = body.acks;
     let img = image();
     let shards = runtime::nr_shards();
+    let me = partition_manager::broker_config().node_id;
     // Slot per partition in request order; filled from local checks or shard replies.
     let mut slots: Vec<Slot> = Vec::new();
     let mut work = Vec::new();
@@ -90,6 +91,11 @@ pub async fn handle(req: &Request, body: ProduceRequest) -> Produced {
                     ResponseError::UnknownTopicOrPartition,
                     None,
                 ))
+            } else if crate::cluster::multi_node()
+                && crate::cluster::leader_of(&img, &topic, pd.index) != me
+            {
+                // Leadership first, as Kafka's replica manager checks it before the records.
+                Some(Appended::error(ResponseError::NotLeaderOrFollower, None))
             } else if topic == crate::group::OFFSETS_TOPIC {
                 // Only the group coordinator writes there, as in Kafka.
                 Some(Appended::error(

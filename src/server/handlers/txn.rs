@@ -38,6 +38,9 @@ where
 {
     coordinator::ensure_topic().await?;
     let shard = coordinator::locate(transactional_id).ok_or(E::CoordinatorNotAvailable.code())?;
+    if let Some(p) = coordinator::partition_of(transactional_id) {
+        super::check_coordinator(crate::txn::TXN_STATE_TOPIC, p)?;
+    }
     runtime::submit_to(shard, move || async move {
         if !coordinator::loaded() {
             return Err(E::CoordinatorLoadInProgress.code());

@@ -1,0 +1,569 @@
+//! The metadata log's records and how each changes the image.
+//!
+//! Every metadata change (a broker registered or fenced, a topic created,
+//! partitions added, a leader moved, configs replaced, a block of producer ids
+//! handed out) is a [`MetadataRecord`]. One quorum entry carries a batch of
+//! records, applied in order as one step. [`apply`] is a pure function of the
+//! image and the record: every node applies the same entries in the same order
+//! and so holds the same image. The checks that depend on the image (does the
+//! topic exist, has the partition changed since the decision was made) are made
+//! here, at apply time, against the image at that point of the log, so two
+//! brokers proposing conflicting changes at once get one winner and one
+//! definite refusal, never a silent merge.
+//!
+//! Entry format ([`encode_entry`], [`decode_entry`]): a version byte
+//! (`ENTRY_VERSION`), the CRC-32C of the body (big-endian u32), the body length
+//! (big-endian u32), then the body: a JSON array of records. JSON because
+//! metadata entries are small and rare (a few per admin operation) and a
+//! readable log helps the operator; the envelope makes it versioned and
+//! checked. A decoder meets any bytes (`fuzz/`: `storage_files`).
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use kafka_protocol::error::ResponseError;
+use serde::{Deserialize, Serialize};
+
+use super::{BrokerMeta, MetadataImage, PartitionMeta, TopicMeta, NO_LEADER};
+
+/// Version byte of the entry envelope written today.
+pub const ENTRY_VERSION: u8 = 1;
+/// Header: version (1), CRC-32C (4), body length (4).
+const ENTRY_HEADER_BYTES: usize = 9;
+/// Largest entry body accepted (a CreateTopics of many large topics fits well within).
+pub const MAX_ENTRY_BODY_BYTES: usize = 16 << 20;
+
+/// A refused change: the Kafka error code and a message for the client.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Refusal {
+    pub code: i16,
+    pub message: String,
+}
+
+impl Refusal {
+    pub fn new(err: ResponseError, message: impl Into<String>) -> Refusal {
+        Refusal {
+            code: err.code(),
+            message: message.into(),
+        }
+    }
+}
+
+/// One change of the cluster metadata.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type")]
+pub enum MetadataRecord {
+    /// The cluster id, chosen once by the first leader of the quorum.
+    ClusterId {
+        cluster_id: String,
+    },
+    /// A broker (re)started: registered and unfenced, with its advertised listener.
+    RegisterBroker {
+        id: i32,
+        incarnation: uuid::Uuid,
+        host: String,
+        port: i32,
+        rack: Option<String>,
+    },
+    /// The broker stopped heartbeating (or shut down): it leads nothing and is not listed.
+    FenceBroker {
+        id: i32,
+        incarnation: uuid::Uuid,
+    },
+    /// A fenced broker heartbeats again.
+    UnfenceBroker {
+        id: i32,
+        incarnation: uuid::Uuid,
+    },
+    /// The broker is shutting down cleanly: fenced until it registers again.
+    BrokerLeaving {
+        id: i32,
+        incarnation: uuid::Uuid,
+    },
+    /// A new topic: one replica list per partition, the preferred leader first.
+    CreateTopic {
+        name: String,
+        id: uuid::Uuid,
+        replicas: Vec<Vec<i32>>,
+        configs: BTreeMap<String, String>,
+    },
+    DeleteTopic {
+        name: String,
+        id: uuid::Uuid,
+    },
+    /// Partitions appended to a topic that had `from` partitions.
+    CreatePartitions {
+        name: String,
+        id: uuid::Uuid,
+        from: i32,
+        replicas: Vec<Vec<i32>>,
+    },
+    /// A partition's leader and ISR, if its partition epoch is still `partition_epoch`.
+    ChangePartition {
+        name: String,
+        id: uuid::Uuid,
+        partition: i32,
+        partition_epoch: i32,
+        leader: i32,
+        isr: Vec<i32>,
+    },
+    /// A topic's config overrides, replaced whole.
+    TopicConfigs {
+        name: String,
+        id: uuid::Uuid,
+        configs: BTreeMap<String, String>,
+    },
+    /// A block of `count` producer ids, starting where the last block ended.
+    ProducerIds {
+        count: i64,
+    },
+}
+
+/// What applying a record produced, beyond success.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Applied {
+    Done,
+    /// The first id of the producer-id block handed out.
+    ProducerIdBlock(i64),
+}
+
+/// One entry's outcome: a result per record, in order.
+pub type Outcomes = Vec<Result<Applied, Refusal>>;
+
+/// Encodes a batch of records as one quorum entry.
+pub fn encode_entry(records: &[MetadataRecord]) -> Vec<u8> {
+    // Serializing plain data (strings, numbers, maps with string keys) cannot fail.
+    let body = serde_json::to_vec(records).unwrap_or_default();
+    let mut out = Vec::with_capacity(ENTRY_HEADER_BYTES + body.len());
+    out.push(ENTRY_VERSION);
+    out.extend_from_slice(&crc32c::crc32c(&body).to_be_bytes());
+    out.extend_from_slice(&(body.len() as u32).to_be_bytes());
+    out.extend_from_slice(&body);
+    out
+}
+
+/// Decodes a quorum entry; says what is wrong with a damaged or unknown one.
+pub fn decode_entry(bytes: &[u8]) -> Result<Vec<MetadataRecord>, String> {
+    if bytes.len() < ENTRY_HEADER_BYTES {
+        return Err(format!(
+            "metadata entry of {} bytes is too short",
+            bytes.len()
+        ));
+    }
+    if bytes[0] != ENTRY_VERSION {
+        return Err(format!(
+            "metadata entry version {} is not known to this broker (it writes {ENTRY_VERSION}); upgrade it",
+            bytes[0]
+        ));
+    }
+    let crc = u32::from_be_bytes([bytes[1], bytes[2], bytes[3], bytes[4]]);
+    let len = u32::from_be_bytes([bytes[5], bytes[6], bytes[7], bytes[8]]) as usize;
+    let body = &bytes[ENTRY_HEADER_BYTES..];
+    if len > MAX_ENTRY_BODY_BYTES || len != body.len() {
+        return Err(format!(
+            "metadata entry body length {len} does not match the {} bytes present",
+            body.len()
+        ));
+    }
+    if crc32c::crc32c(body) != crc {
+        return Err("metadata entry CRC mismatch".into());
+    }
+    serde_json::from_slice(body).map_err(|e| format!("metadata entry body: {e}"))
+}
+
+fn unknown_topic(name: &str) -> Refusal {
+    Refusal::new(
+        ResponseError::UnknownTopicOrPartition,
+        format!("Topic '{name}' does not exist."),
+    )
+}
+
+/// The topic named `name` if its id is still `id` (a topic deleted and created again under
+/// the same name is another topic).
+fn topic_with_id<'a>(
+    img: &'a MetadataImage,
+    name: &str,
+    id: uuid::Uuid,
+) -> Result<&'a Arc<TopicMeta>, Refusal> {
+    img.topics
+        .get(name)
+        .filter(|t| t.id == id)
+        .ok_or_else(|| unknown_topic(name))
+}
+
+fn new_partition(index: i32, replicas: Vec<i32>, img: &MetadataImage) -> PartitionMeta {
+    let leader = replicas
+        .iter()
+        .copied()
+        .find(|r| img.brokers.get(r).is_some_and(|b| !b.fenced))
+        .unwrap_or(NO_LEADER);
+    PartitionMeta {
+        index,
+        log_dir: 0,
+        leader_epoch: 0,
+        isr: replicas.clone(),
+        replicas,
+        leader,
+        partition_epoch: 0,
+    }
+}
+
+/// Applies one record to the image. A refusal leaves the image unchanged.
+pub fn apply(img: &mut MetadataImage, rec: &MetadataRecord) -> Result<Applied, Refusal> {
+    match rec {
+        MetadataRecord::ClusterId { cluster_id } => {
+            if img.cluster_id.is_empty() {
+                img.cluster_id = cluster_id.clone();
+            } else if img.cluster_id != *cluster_id {
+                return Err(Refusal::new(
+                    ResponseError::InconsistentClusterId,
+                    format!("the cluster id is already {}", img.cluster_id),
+                ));
+            }
+        }
+        MetadataRecord::RegisterBroker {
+            id,
+            incarnation,
+            host,
+            port,
+            rack,
+        } => {
+            img.brokers.insert(
+                *id,
+                BrokerMeta {
+                    id: *id,
+                    incarnation: *incarnation,
+                    host: host.clone(),
+                    port: *port,
+                    rack: rack.clone(),
+                    fenced: false,
+                    leaving: false,
+                },
+            );
+        }
+        MetadataRecord::FenceBroker { id, incarnation }
+        | MetadataRecord::UnfenceBroker { id, incarnation }
+        | MetadataRecord::BrokerLeaving { id, incarnation } => {
+            let unfence = matches!(rec, MetadataRecord::UnfenceBroker { .. });
+            let leaving = matches!(rec, MetadataRecord::BrokerLeaving { .. });
+            match img.brokers.get_mut(id) {
+                Some(b) if b.incarnation == *incarnation && !(unfence && b.leaving) => {
+                    b.fenced = !unfence;
+                    b.leaving |= leaving;
+                }
+                _ => {
+                    return Err(Refusal::new(
+                        ResponseError::StaleBrokerEpoch,
+                        format!("broker {id} has registered again since"),
+                    ))
+                }
+            }
+        }
+        MetadataRecord::CreateTopic {
+            name,
+            id,
+            replicas,
+            configs,
+        } => {
+            if img.topics.contains_key(name) {
+                return Err(Refusal::new(
+                    ResponseError::TopicAlreadyExists,
+                    format!("Topic '{name}' already exists."),
+                ));
+            }
+            if replicas.is_empty() || img.topic_by_id(*id).is_some() {
+                return Err(Refusal::new(
+                    ResponseError::InvalidRequest,
+                    format!("topic {name}: no partitions or a reused topic id"),
+                ));
+            }
+            let partitions = replicas
+                .iter()
+                .enumerate()
+                .map(|(i, r)| new_partition(i as i32, r.clone(), img))
+                .collect();
+            let meta = TopicMeta {
+                name: name.clone(),
+                id: *id,
+                partitions,
+                configs: configs.clone(),
+            };
+            img.topics.insert(name.clone(), Arc::new(meta));
+        }
+        MetadataRecord::DeleteTopic { name, id } => {
+            topic_with_id(img, name, *id)?;
+            img.topics.remove(name);
+        }
+        MetadataRecord::CreatePartitions {
+            name,
+            id,
+            from,
+            replicas,
+        } => {
+            let t = topic_with_id(img, name, *id)?;
+            if t.partitions.len() as i32 != *from {
+                return Err(Refusal::new(
+                    ResponseError::InvalidPartitions,
+                    format!(
+                        "Topic '{name}' has {} partitions now, not {from}: it changed meanwhile.",
+                        t.partitions.len()
+                    ),
+                ));
+            }
+            let mut meta = (**t).clone();
+            for (i, r) in replicas.iter().enumerate() {
+                meta.partitions
+                    .push(new_partition(*from + i as i32, r.clone(), img));
+            }
+            img.topics.insert(name.clone(), Arc::new(meta));
+        }
+        MetadataRecord::ChangePartition {
+            name,
+            id,
+            partition,
+            partition_epoch,
+            leader,
+            isr,
+        } => {
+            let t = topic_with_id(img, name, *id)?;
+            let mut meta = (**t).clone();
+            let Some(p) = usize::try_from(*partition)
+                .ok()
+                .and_then(|i| meta.partitions.get_mut(i))
+            else {
+                return Err(unknown_topic(name));
+            };
+            if p.partition_epoch != *partition_epoch {
+                return Err(Refusal::new(
+                    ResponseError::FencedLeaderEpoch,
+                    format!(
+                        "{name}-{partition} is at partition epoch {}, not {partition_epoch}",
+                        p.partition_epoch
+                    ),
+                ));
+            }
+            if p.leader != *leader {
+                p.leader_epoch += 1;
+                p.leader = *leader;
+            }
+            p.isr = isr.clone();
+            p.partition_epoch += 1;
+            img.topics.insert(name.clone(), Arc::new(meta));
+        }
+        MetadataRecord::TopicConfigs { name, id, configs } => {
+            let t = topic_with_id(img, name, *id)?;
+            let mut meta = (**t).clone();
+            meta.configs = configs.clone();
+            img.topics.insert(name.clone(), Arc::new(meta));
+        }
+        MetadataRecord::ProducerIds { count } => {
+            let start = img.next_producer_id.max(0);
+            let end = (*count > 0)
+                .then(|| start.checked_add(*count))
+                .flatten()
+                .ok_or_else(|| {
+                    Refusal::new(ResponseError::UnknownServerError, "producer ids exhausted")
+                })?;
+            img.next_producer_id = end;
+            return Ok(Applied::ProducerIdBlock(start));
+        }
+    }
+    Ok(Applied::Done)
+}
+
+/// Applies an entry's records in order; one outcome per record.
+pub fn apply_all(img: &mut MetadataImage, records: &[MetadataRecord]) -> Outcomes {
+    records.iter().map(|r| apply(img, r)).collect()
+}
+
+/// The records that rebuild `img` from nothing: how a single-node data dir of the JSON
+/// metadata file era enters the metadata log (`node` holds every partition).
+pub fn records_of_image(img: &MetadataImage, node: i32) -> Vec<MetadataRecord> {
+    let mut out = Vec::new();
+    if !img.cluster_id.is_empty() {
+        out.push(MetadataRecord::ClusterId {
+            cluster_id: img.cluster_id.clone(),
+        });
+    }
+    for t in img.topics.values() {
+        out.push(MetadataRecord::CreateTopic {
+            name: t.name.clone(),
+            id: t.id,
+            replicas: t.partitions.iter().map(|_| vec![node]).collect(),
+            configs: t.configs.clone(),
+        });
+    }
+    if img.next_producer_id > 0 {
+        out.push(MetadataRecord::ProducerIds {
+            count: img.next_producer_id,
+        });
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn broker(id: i32) -> MetadataRecord {
+        MetadataRecord::RegisterBroker {
+            id,
+            incarnation: uuid::Uuid::from_u128(id as u128),
+            host: "127.0.0.1".into(),
+            port: 9092 + id,
+            rack: None,
+        }
+    }
+
+    fn create(name: &str, id: u128, replicas: Vec<Vec<i32>>) -> MetadataRecord {
+        MetadataRecord::CreateTopic {
+            name: name.into(),
+            id: uuid::Uuid::from_u128(id),
+            replicas,
+            configs: BTreeMap::new(),
+        }
+    }
+
+    #[test]
+    fn entry_round_trip_and_damage() {
+        let recs = vec![broker(1), create("t", 7, vec![vec![1], vec![1]])];
+        let bytes = encode_entry(&recs);
+        assert_eq!(decode_entry(&bytes).unwrap(), recs);
+        for cut in 0..bytes.len() {
+            assert!(decode_entry(&bytes[..cut]).is_err(), "cut at {cut}");
+        }
+        let mut bad = bytes.clone();
+        let last = bad.len() - 2;
+        bad[last] ^= 1;
+        assert!(decode_entry(&bad).unwrap_err().contains("CRC"));
+        let mut future = bytes;
+        future[0] = 9;
+        assert!(decode_entry(&future).unwrap_err().contains("version 9"));
+    }
+
+    #[test]
+    fn create_conflicts_resolve_in_log_order() {
+        let mut img = MetadataImage::default();
+        let out = apply_all(
+            &mut img,
+            &[
+                broker(1),
+                create("t", 1, vec![vec![1]]),
+                create("t", 2, vec![vec![1], vec![1]]),
+            ],
+        );
+        assert_eq!(out[1], Ok(Applied::Done));
+        assert_eq!(
+            out[2].as_ref().unwrap_err().code,
+            ResponseError::TopicAlreadyExists.code()
+        );
+        let t = img.topic("t").unwrap();
+        assert_eq!(t.id, uuid::Uuid::from_u128(1));
+        assert_eq!(t.partitions.len(), 1);
+        assert_eq!(t.partitions[0].leader, 1);
+        assert_eq!(t.partitions[0].isr, vec![1]);
+    }
+
+    #[test]
+    fn leader_is_first_unfenced_replica_and_changes_are_compare_and_set() {
+        let mut img = MetadataImage::default();
+        apply_all(&mut img, &[broker(1), broker(2)]);
+        let inc1 = img.brokers[&1].incarnation;
+        apply(
+            &mut img,
+            &MetadataRecord::FenceBroker {
+                id: 1,
+                incarnation: inc1,
+            },
+        )
+        .unwrap();
+        apply(&mut img, &create("t", 1, vec![vec![1, 2], vec![1]])).unwrap();
+        let t = img.topic("t").unwrap().clone();
+        assert_eq!(t.partitions[0].leader, 2);
+        assert_eq!(t.partitions[1].leader, NO_LEADER);
+        let change = |epoch| MetadataRecord::ChangePartition {
+            name: "t".into(),
+            id: t.id,
+            partition: 1,
+            partition_epoch: epoch,
+            leader: 1,
+            isr: vec![1],
+        };
+        apply(&mut img, &change(0)).unwrap();
+        let p = img.topic("t").unwrap().partitions[1].clone();
+        assert_eq!((p.leader, p.leader_epoch, p.partition_epoch), (1, 1, 1));
+        // A decision made on the old state loses.
+        assert!(apply(&mut img, &change(0)).is_err());
+        // A stale incarnation cannot fence the broker's new life.
+        assert!(apply(
+            &mut img,
+            &MetadataRecord::FenceBroker {
+                id: 2,
+                incarnation: uuid::Uuid::nil()
+            }
+        )
+        .is_err());
+    }
+
+    #[test]
+    fn deleted_and_recreated_topic_is_another_topic() {
+        let mut img = MetadataImage::default();
+        apply_all(&mut img, &[broker(1), create("t", 1, vec![vec![1]])]);
+        let del = MetadataRecord::DeleteTopic {
+            name: "t".into(),
+            id: uuid::Uuid::from_u128(1),
+        };
+        apply(&mut img, &del).unwrap();
+        apply(&mut img, &create("t", 2, vec![vec![1]])).unwrap();
+        assert!(
+            apply(&mut img, &del).is_err(),
+            "old id must not delete the new topic"
+        );
+        let grow = MetadataRecord::CreatePartitions {
+            name: "t".into(),
+            id: uuid::Uuid::from_u128(2),
+            from: 1,
+            replicas: vec![vec![1]],
+        };
+        apply(&mut img, &grow).unwrap();
+        assert!(
+            apply(&mut img, &grow).is_err(),
+            "a second grow from 1 must fail"
+        );
+        assert_eq!(img.topic("t").unwrap().partitions.len(), 2);
+    }
+
+    #[test]
+    fn producer_id_blocks_never_overlap() {
+        let mut img = MetadataImage::default();
+        let a = apply(&mut img, &MetadataRecord::ProducerIds { count: 1000 }).unwrap();
+        let b = apply(&mut img, &MetadataRecord::ProducerIds { count: 1000 }).unwrap();
+        assert_eq!(a, Applied::ProducerIdBlock(0));
+        assert_eq!(b, Applied::ProducerIdBlock(1000));
+        assert!(apply(&mut img, &MetadataRecord::ProducerIds { count: i64::MAX }).is_err());
+        assert_eq!(img.next_producer_id, 2000);
+    }
+
+    #[test]
+    fn legacy_image_rebuilds_through_records() {
+        let mut old = MetadataImage::default();
+        apply_all(
+            &mut old,
+            &[
+                MetadataRecord::ClusterId {
+                    cluster_id: "c".into(),
+                },
+                broker(0),
+                create("a", 1, vec![vec![0], vec![0]]),
+                MetadataRecord::ProducerIds { count: 3000 },
+            ],
+        );
+        let mut new = MetadataImage::default();
+        apply_all(&mut new, &[broker(0)]);
+        let out = apply_all(&mut new, &records_of_image(&old, 0));
+        assert!(out.iter().all(Result::is_ok), "{out:?}");
+        assert_eq!(new.cluster_id, "c");
+        assert_eq!(new.topics, old.topics);
+        assert_eq!(new.next_producer_id, 3000);
+    }
+}
