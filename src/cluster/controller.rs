@@ -202,12 +202,6 @@ pub fn validate_new_topic(t: &NewTopic) -> Result<(i32, i16), Refusal> {
         t.replication_factor
     };
     placement::place(&placement_order(), 0, 1, rf, 0)?;
-    if rf > 1 {
-        return Err(Refusal::new(
-            ResponseError::InvalidReplicationFactor,
-            format!("Replication factor {rf} is not supported yet: partitions are not replicated until Cluster II (docs/cluster.md); use 1."),
-        ));
-    }
     for (k, v) in &t.configs {
         validate_topic_config(k, v).map_err(|m| Refusal::new(ResponseError::InvalidConfig, m))?;
     }

@@ -246,25 +246,21 @@ pub fn decide(
         |id: i32| fenced_now.contains(&id) || img.brokers.get(&id).is_none_or(|b| b.fenced);
     for t in img.topics.values() {
         for p in &t.partitions {
-            let leader_lost = p.leader == NO_LEADER || fenced(p.leader);
-            if !leader_lost {
-                continue;
-            }
-            let mut isr: Vec<i32> = p
-                .isr
-                .iter()
-                .copied()
-                .filter(|r| !fenced_now.contains(r))
-                .collect();
+            // Fenced brokers leave every ISR, as KRaft's controller removes them, except
+            // the last member: Kafka keeps it so the partition knows whom to wait for.
+            let mut isr: Vec<i32> = p.isr.iter().copied().filter(|r| !fenced(*r)).collect();
             if isr.is_empty() {
-                // Kafka keeps the last in-sync replica in the ISR of a partition it takes offline.
                 isr = p.isr.clone();
             }
-            let leader = isr
-                .iter()
-                .copied()
-                .find(|r| usable(*r))
-                .unwrap_or(NO_LEADER);
+            let leader_lost = p.leader == NO_LEADER || fenced(p.leader);
+            let leader = if leader_lost {
+                isr.iter()
+                    .copied()
+                    .find(|r| usable(*r))
+                    .unwrap_or(NO_LEADER)
+            } else {
+                p.leader
+            };
             if leader == p.leader && isr == p.isr {
                 continue;
             }

@@ -112,6 +112,38 @@ async fn follow(prev: &MetadataImage, next: &MetadataImage, node: i32) {
         }
     }
     futures::future::join_all(opens).await;
+    // Leader, leader epoch, ISR or replicas changed (or min.insync.replicas): the owner
+    // shard brings the partition's replica state in line (leading, following, neither).
+    let mut roles = Vec::new();
+    for t in next.topics.values() {
+        let Some(old) = prev_ids.get(&t.id) else {
+            continue; // new: opening it applied its assignment
+        };
+        let min_isr_changed = old.configs.get("min.insync.replicas") != t.configs.get("min.insync.replicas");
+        for p in t.partitions.iter().filter(|p| {
+            p.replicas.contains(&node)
+                || old
+                    .partitions
+                    .get(p.index as usize)
+                    .is_some_and(|o| o.replicas.contains(&node))
+        }) {
+            let changed = old.partitions.get(p.index as usize).is_none_or(|o| {
+                o.leader != p.leader
+                    || o.leader_epoch != p.leader_epoch
+                    || o.partition_epoch != p.partition_epoch
+                    || o.replicas != p.replicas
+            });
+            if !changed && !min_isr_changed {
+                continue;
+            }
+            let (name, index) = (t.name.clone(), p.index);
+            roles.push(runtime::submit_to(
+                owner_shard(&name, index, shards),
+                move || async move { partition_manager::reassign(&name, index) },
+            ));
+        }
+    }
+    futures::future::join_all(roles).await;
     for (name, overrides) in configs {
         tracing::info!(topic = %name, configs = ?overrides, "topic config changed");
         let applies = (0..shards).map(|s| {

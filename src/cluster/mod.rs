@@ -11,7 +11,9 @@
 //! of the topic name and partition index ([`owner_shard`]).
 
 pub mod controller;
+pub mod fetcher;
 pub mod internal_topic;
+pub mod leader;
 pub mod lifecycle;
 pub mod listener;
 pub mod meta_properties;
@@ -21,6 +23,7 @@ pub mod producer_ids;
 pub mod publisher;
 pub mod quorum;
 pub mod records;
+pub mod replica;
 pub mod store;
 
 use std::collections::BTreeMap;

@@ -2,7 +2,7 @@
 //! finding them for requests, applying config changes, retention, deletion
 //! and clean close. Shard-local: every function here runs on the owner shard.
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::rc::Rc;
@@ -13,7 +13,8 @@ use crate::config::BrokerConfig;
 use crate::runtime::{self, LocalNotify};
 use crate::storage::{PartitionLog, StorageError};
 
-use super::{image, owner_shard, TopicMeta};
+use super::replica::{Assignment, Replica, Transition};
+use super::{image, owner_shard, PartitionMeta, TopicMeta};
 
 /// A partition owned by this shard: its log, and a signal fired on every
 /// append so long-polling fetches wake on data, not on a timer.
@@ -21,14 +22,59 @@ pub struct Partition {
     pub topic: String,
     pub index: i32,
     pub log: PartitionLog,
+    /// Fired on every append, and on the leader of a replicated partition whenever the high
+    /// watermark moves or the replica's role changes: long-polling fetches and acks=all
+    /// produces waiting for replication wake on it.
     pub appended: LocalNotify,
+    /// Leader or follower, and the leader's view of its followers (`replica.rs`).
+    pub replica: RefCell<Replica>,
+    /// Bumped at every role change, so a fetcher or waiter notices it was superseded.
+    pub role_generation: Cell<u64>,
 }
 
 impl Partition {
-    /// Offsets below this are visible to consumers. On a single node every
-    /// completed write is committed, so the high watermark is the log end.
+    /// Offsets below this are visible to consumers. A partition with one replica commits
+    /// every completed write, so its high watermark is the log end; a replicated one's is
+    /// the slowest in-sync replica's log end (`replica.rs`).
     pub fn high_watermark(&self) -> i64 {
-        self.log.log_end_offset()
+        let end = self.log.log_end_offset();
+        let mut r = self.replica.borrow_mut();
+        if !r.replicated() {
+            return end;
+        }
+        if r.is_leader() {
+            r.advance(end);
+        }
+        r.high_watermark.min(end)
+    }
+
+    /// Applies the image's assignment of this partition: becoming its leader stamps the new
+    /// leader epoch from the log end on; becoming a follower hands it to this shard's
+    /// fetcher for the leader. Wakes everything waiting on the partition.
+    pub fn apply_assignment(self: &Rc<Self>, a: &Assignment) {
+        let end = self.log.log_end_offset();
+        let t = self.replica.borrow_mut().apply(a, end, crate::runtime::now_ms());
+        match t {
+            Transition::Same => {}
+            Transition::BecameLeader => {
+                self.log.assign_epoch(a.leader_epoch, end);
+                tracing::info!(topic = %self.topic, partition = self.index, epoch = a.leader_epoch,
+                    log_end_offset = end, isr = ?a.isr, "leading the partition");
+            }
+            Transition::BecameFollower { leader } => {
+                self.log.set_leader_epoch(a.leader_epoch);
+                tracing::info!(topic = %self.topic, partition = self.index, leader, epoch = a.leader_epoch,
+                    "following the partition's leader");
+            }
+            Transition::Stopped => {
+                tracing::info!(topic = %self.topic, partition = self.index, "no longer leading or following the partition");
+            }
+        }
+        if t != Transition::Same {
+            self.role_generation.set(self.role_generation.get() + 1);
+        }
+        super::fetcher::sync(self);
+        self.appended.notify_all();
     }
 
     /// Writes a transaction marker (`PartitionLog::append_marker`: durable when it returns) and
@@ -171,11 +217,14 @@ async fn open(t: &TopicMeta, index: i32) -> Result<Rc<Partition>, StorageError> 
     let log = PartitionLog::open(&dir, log_cfg, pm.leader_epoch).await?;
     tracing::debug!(topic = %t.name, partition = index, dir = %dir.display(),
         log_end_offset = log.log_end_offset(), "partition opened");
+    let end = log.log_end_offset();
     let p = Rc::new(Partition {
         topic: t.name.clone(),
         index,
         log,
         appended: LocalNotify::default(),
+        replica: RefCell::new(Replica::new(cfg.node_id, end)),
+        role_generation: Cell::new(0),
     });
     MANAGER.with(|m| {
         m.parts
@@ -184,7 +233,41 @@ async fn open(t: &TopicMeta, index: i32) -> Result<Rc<Partition>, StorageError> 
             .or_default()
             .insert(index, p.clone())
     });
+    p.apply_assignment(&assignment(t, pm));
     Ok(p)
+}
+
+/// The image's view of a partition, for its replica state.
+pub fn assignment(t: &TopicMeta, pm: &PartitionMeta) -> Assignment {
+    let min_isr = broker_config()
+        .topic_value(&t.configs, "min.insync.replicas")
+        .and_then(|v| v.parse::<usize>().ok())
+        .unwrap_or(1);
+    Assignment {
+        leader: pm.leader,
+        leader_epoch: pm.leader_epoch,
+        partition_epoch: pm.partition_epoch,
+        replicas: pm.replicas.clone(),
+        isr: pm.isr.clone(),
+        min_isr,
+    }
+}
+
+/// Brings an open partition's replica state in line with the current image (the image
+/// listener calls it on the owner shard when leader, epoch, ISR or replicas changed).
+pub fn reassign(topic: &str, index: i32) {
+    let Some(p) = lookup(topic, index) else {
+        return;
+    };
+    let img = image();
+    if let Some((t, pm)) = img.partition(topic, index) {
+        p.apply_assignment(&assignment(t, pm));
+    }
+}
+
+/// The open partitions of this shard (for the replica maintenance loop).
+pub fn open_partitions() -> Vec<Rc<Partition>> {
+    all_open()
 }
 
 /// Opens (and recovers) every partition this shard owns, before serving.
@@ -217,6 +300,7 @@ pub async fn delete(topic: &str, index: i32, dir: PathBuf) -> Result<(), Storage
         }
         p
     });
+    super::fetcher::forget(topic, index);
     match p {
         Some(p) => {
             p.appended.notify_all();

@@ -342,6 +342,27 @@ pub fn apply(img: &mut MetadataImage, rec: &MetadataRecord) -> Result<Applied, R
                     ),
                 ));
             }
+            if isr.is_empty() || isr.iter().any(|r| !p.replicas.contains(r)) {
+                return Err(Refusal::new(
+                    ResponseError::InvalidRequest,
+                    format!("ISR {isr:?} of {name}-{partition} is not a non-empty subset of its replicas {:?}", p.replicas),
+                ));
+            }
+            if *leader != NO_LEADER && !isr.contains(leader) {
+                return Err(Refusal::new(
+                    ResponseError::InvalidRequest,
+                    format!("leader {leader} of {name}-{partition} is not in its ISR {isr:?}"),
+                ));
+            }
+            // Only live brokers join an ISR (Kafka's AlterPartition refuses fenced ones).
+            if let Some(r) = isr.iter().find(|r| {
+                !p.isr.contains(r) && img.brokers.get(r).is_none_or(|b| b.fenced)
+            }) {
+                return Err(Refusal::new(
+                    ResponseError::IneligibleReplica,
+                    format!("broker {r} is fenced or unknown and cannot join the ISR of {name}-{partition}"),
+                ));
+            }
             if p.leader != *leader {
                 p.leader_epoch += 1;
                 p.leader = *leader;

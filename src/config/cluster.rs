@@ -58,6 +58,28 @@ pub struct ClusterSettings {
     pub heartbeat_interval_ms: u64,
     pub session_timeout_ms: u64,
     pub election_timeout_ms: u64,
+    pub replication: ReplicationSettings,
+}
+
+/// How followers fetch from leaders and when a leader drops them from the ISR (Kafka's
+/// `replica.*` settings, same names and defaults).
+#[derive(Debug, Clone)]
+pub struct ReplicationSettings {
+    /// `replica.lag.time.max.ms`: an ISR member not caught up for this long is dropped.
+    pub lag_time_max_ms: u64,
+    /// `replica.fetch.max.bytes`: per partition in one follower fetch (at least one batch).
+    pub fetch_max_bytes: u64,
+    /// `replica.fetch.response.max.bytes`: per follower fetch response.
+    pub fetch_response_max_bytes: u64,
+    /// `replica.fetch.wait.max.ms`: how long a follower fetch long-polls at the leader.
+    pub fetch_wait_max_ms: u64,
+    /// `replica.fetch.min.bytes`.
+    pub fetch_min_bytes: u64,
+    /// `replica.fetch.backoff.ms`: pause after a failed follower fetch.
+    pub fetch_backoff_ms: u64,
+    /// `num.replica.fetchers`: accepted for compatibility; Sluice runs one fetcher per
+    /// (leader broker, shard), which is what this number tunes in Kafka.
+    pub num_fetchers: u64,
 }
 
 impl ClusterSettings {
@@ -158,6 +180,15 @@ pub fn from_values(
         heartbeat_interval_ms: num("broker.heartbeat.interval.ms")?,
         session_timeout_ms: num("broker.session.timeout.ms")?,
         election_timeout_ms: num("controller.quorum.election.timeout.ms")?,
+        replication: ReplicationSettings {
+            lag_time_max_ms: num("replica.lag.time.max.ms")?,
+            fetch_max_bytes: num("replica.fetch.max.bytes")?,
+            fetch_response_max_bytes: num("replica.fetch.response.max.bytes")?,
+            fetch_wait_max_ms: num("replica.fetch.wait.max.ms")?,
+            fetch_min_bytes: num("replica.fetch.min.bytes")?,
+            fetch_backoff_ms: num("replica.fetch.backoff.ms")?,
+            num_fetchers: num("num.replica.fetchers")?,
+        },
     };
     if settings.session_timeout_ms <= settings.heartbeat_interval_ms {
         bail!("broker.session.timeout.ms must be longer than broker.heartbeat.interval.ms");
@@ -206,6 +237,13 @@ mod tests {
             ("broker.heartbeat.interval.ms", "2000"),
             ("broker.session.timeout.ms", "9000"),
             ("controller.quorum.election.timeout.ms", "1000"),
+            ("replica.lag.time.max.ms", "30000"),
+            ("replica.fetch.max.bytes", "1048576"),
+            ("replica.fetch.response.max.bytes", "10485760"),
+            ("replica.fetch.wait.max.ms", "500"),
+            ("replica.fetch.min.bytes", "1"),
+            ("replica.fetch.backoff.ms", "1000"),
+            ("num.replica.fetchers", "1"),
         ]
         .iter()
         .map(|(k, v)| (k.to_string(), v.to_string()))

@@ -115,6 +115,7 @@ async fn shard_main(id: usize, cfg: Arc<BrokerConfig>) {
         }
     }
     runtime::spawn(partition_manager::housekeeping_loop());
+    runtime::spawn(cluster::leader::isr_loop());
     runtime::spawn(crate::group::coordinator::timer_loop());
     match crate::txn::coordinator::load_owned().await {
         Ok(n) => tracing::info!(shard = id, transactional_ids = n, "transactions loaded"),

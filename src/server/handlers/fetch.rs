@@ -47,6 +47,13 @@ struct Want {
     max_bytes: usize,
     /// isolation_level 1 (READ_COMMITTED): read only below the last stable offset.
     read_committed: bool,
+    /// A follower's fetch (its node id): reads up to the log end, reports its progress to
+    /// the leader, and is checked for a diverging epoch.
+    replica: Option<i32>,
+    /// The leader epoch the client believes current (-1: unknown; KIP-320).
+    current_leader_epoch: i32,
+    /// Epoch of the last batch the follower holds (-1: none sent).
+    last_fetched_epoch: i32,
 }
 
 /// What the owner shard read for one partition.
@@ -59,6 +66,9 @@ struct Got {
     /// (producer id, first offset) of the aborted transactions overlapping `records`; None for
     /// READ_UNCOMMITTED (Kafka sends a null array then).
     aborted: Option<Vec<(i64, i64)>>,
+    /// For a follower whose log diverged from the leader's: the leader's (epoch, end
+    /// offset) for the follower's last epoch (KIP-320); no records then.
+    diverging: Option<(i32, i64)>,
 }
 
 impl Got {
@@ -70,6 +80,7 @@ impl Got {
             log_start_offset,
             records: FetchRecords::Mem(Bytes::new()),
             aborted: None,
+            diverging: None,
         }
     }
 }
@@ -89,6 +100,8 @@ pub async fn handle(req: &Request, body: FetchRequest) -> (FetchResponse, Vec<Pi
     let mut wants = Vec::new();
     let mut slots = 0usize;
     let read_committed = req.version >= 4 && body.isolation_level == 1;
+    // A broker's follower fetch names its node id (Fetch v0-v14 `replica_id`).
+    let replica = (body.replica_id.0 >= 0).then_some(body.replica_id.0);
     // Response-level byte limit: the client's (Fetch v3+), capped by
     // fetch.max.bytes as Kafka does; it also caps each partition's limit.
     let client_max_bytes = if req.version >= 3 {
@@ -108,7 +121,18 @@ pub async fn handle(req: &Request, body: FetchRequest) -> (FetchResponse, Vec<Pi
                 index: p.partition,
                 offset: p.fetch_offset,
                 max_bytes: (p.partition_max_bytes.max(0) as usize).min(max_bytes),
-                read_committed,
+                read_committed: read_committed && replica.is_none(),
+                replica,
+                current_leader_epoch: if req.version >= 9 {
+                    p.current_leader_epoch
+                } else {
+                    -1
+                },
+                last_fetched_epoch: if req.version >= 12 {
+                    p.last_fetched_epoch
+                } else {
+                    -1
+                },
             });
         }
     }
@@ -207,6 +231,10 @@ pub async fn handle(req: &Request, body: FetchRequest) -> (FetchResponse, Vec<Pi
             if req.version >= 5 {
                 pd.log_start_offset = g.log_start_offset;
             }
+            if let (Some((epoch, end_offset)), true) = (g.diverging, req.version >= 12) {
+                pd.diverging_epoch.epoch = epoch;
+                pd.diverging_epoch.end_offset = end_offset;
+            }
             pd.records = Some(records);
             out.partitions.push(pd);
         }
@@ -291,17 +319,49 @@ async fn read_partition(
     let hw = p.high_watermark();
     let lso = p.log.last_stable_offset().min(hw);
     let log_start = p.log.log_start_offset();
-    let Some(max_bytes) = max_bytes else {
-        return Got {
-            error: 0,
-            high_watermark: hw,
-            last_stable_offset: lso,
-            log_start_offset: log_start,
-            records: FetchRecords::Mem(Bytes::new()),
-            aborted: w.read_committed.then(Vec::new),
-        };
+    if w.current_leader_epoch >= 0 {
+        // KIP-320: a client or follower a leader epoch behind refreshes its metadata; one
+        // ahead of this broker waits for this broker to learn the new epoch.
+        let ours = p.replica.borrow().leader_epoch;
+        if w.current_leader_epoch < ours {
+            return Got::error(ResponseError::FencedLeaderEpoch.code(), hw, log_start);
+        }
+        if w.current_leader_epoch > ours {
+            return Got::error(ResponseError::UnknownLeaderEpoch.code(), hw, log_start);
+        }
+    }
+    let empty = |diverging| Got {
+        error: 0,
+        high_watermark: hw,
+        last_stable_offset: lso,
+        log_start_offset: log_start,
+        records: FetchRecords::Mem(Bytes::new()),
+        aborted: w.read_committed.then(Vec::new),
+        diverging,
     };
-    let bound = if w.read_committed { lso } else { hw };
+    if let Some(id) = w.replica {
+        if w.last_fetched_epoch >= 0 {
+            let (epoch, end) = p.log.end_offset_for_epoch(w.last_fetched_epoch);
+            if epoch < w.last_fetched_epoch || end < w.offset {
+                return empty(Some((epoch, end)));
+            }
+        }
+        if w.offset <= p.log.log_end_offset() && w.offset >= log_start {
+            crate::cluster::leader::on_follower_fetch(p, id, w.offset);
+        }
+    }
+    let hw = p.high_watermark();
+    let Some(max_bytes) = max_bytes else {
+        return empty(None);
+    };
+    // Followers read everything the leader holds; consumers what is committed.
+    let bound = if w.replica.is_some() {
+        p.log.log_end_offset()
+    } else if w.read_committed {
+        lso
+    } else {
+        hw
+    };
     let splice = partition_manager::broker_config().fetch_splice && runtime::splice::available();
     let splice_min = splice.then_some(SPLICE_MIN_BYTES);
     let read = match p
@@ -345,6 +405,7 @@ async fn read_partition(
         log_start_offset: log_start,
         records,
         aborted,
+        diverging: None,
     }
 }
 
@@ -386,23 +447,25 @@ async fn wait_on_owner(items: Vec<Want>, wait: Duration) {
     let mut parts = Vec::new();
     for w in &items {
         if let Ok(Some(p)) = partition_manager::get(&w.topic, w.index).await {
-            parts.push((p, w.offset, w.read_committed));
+            parts.push((p, w.offset, w.read_committed, w.replica.is_some()));
         }
     }
     let notified: Vec<_> = parts
         .iter()
-        .map(|(p, _, _)| Box::pin(p.appended.notified()))
+        .map(|(p, _, _, _)| Box::pin(p.appended.notified()))
         .collect();
     // READ_COMMITTED readers wait for the last stable offset to pass them (a marker appended
-    // fires `appended` too), others for the high watermark.
-    let readable = |p: &partition_manager::Partition, committed: bool| {
-        if committed {
+    // fires `appended` too), followers for the log end, others for the high watermark.
+    let readable = |p: &partition_manager::Partition, committed: bool, follower: bool| {
+        if follower {
+            p.log.log_end_offset()
+        } else if committed {
             p.log.last_stable_offset().min(p.high_watermark())
         } else {
             p.high_watermark()
         }
     };
-    if parts.iter().any(|(p, off, c)| readable(p, *c) > *off) || notified.is_empty() {
+    if parts.iter().any(|(p, off, c, f)| readable(p, *c, *f) > *off) || notified.is_empty() {
         return;
     }
     let _ = runtime::timeout(wait, futures::future::select_all(notified)).await;

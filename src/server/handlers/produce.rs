@@ -3,10 +3,13 @@
 //! - acks=0: no response at all;
 //! - acks=1: after the write completed (O_DIRECT: in the device; buffered: in
 //!   the page cache);
-//! - acks=all (-1): after the write is fsynced (group commit per partition). On
-//!   one node the in-sync replica set is this broker alone. The fsync is
-//!   awaited after the handler returns ([`Produced::WhenDurable`]), so the
-//!   connection can append its next request meanwhile.
+//! - acks=all (-1): after the write is fsynced (group commit per partition) and,
+//!   for a replicated partition, once every in-sync replica has it (the high
+//!   watermark passed it: `cluster/leader.rs`). With fewer in-sync replicas than
+//!   `min.insync.replicas` the records are refused (NOT_ENOUGH_REPLICAS), or, when
+//!   the ISR shrank after the append, answered NOT_ENOUGH_REPLICAS_AFTER_APPEND.
+//!   Both waits happen after the handler returns ([`Produced::WhenDurable`]), so
+//!   the connection can append its next request meanwhile.
 
 use std::rc::Rc;
 
@@ -24,9 +27,6 @@ use crate::protocol::Request;
 use crate::runtime;
 use crate::storage::StorageError;
 
-/// In-sync replicas of every partition on a single node: the broker itself.
-const ISR_SIZE: i64 = 1;
-
 /// The topic's effective `min.insync.replicas`.
 fn min_insync(img: &crate::cluster::MetadataImage, topic: &str) -> i64 {
     let cfg = partition_manager::broker_config();
@@ -34,6 +34,12 @@ fn min_insync(img: &crate::cluster::MetadataImage, topic: &str) -> i64 {
         .and_then(|t| cfg.topic_value(&t.configs, "min.insync.replicas"))
         .and_then(|v| v.parse().ok())
         .unwrap_or(1)
+}
+
+/// Members of the partition's ISR (a single node's partitions: the broker itself).
+fn isr_size(img: &crate::cluster::MetadataImage, topic: &str, index: i32) -> i64 {
+    img.partition(topic, index)
+        .map_or(1, |(_, p)| p.isr.len().max(1) as i64)
 }
 
 /// Result of one partition's append, sent back from the owner shard.
@@ -102,10 +108,11 @@ pub async fn handle(req: &Request, body: ProduceRequest) -> Produced {
                     ResponseError::InvalidTopicException,
                     Some(format!("Cannot append to internal topic {topic}")),
                 ))
-            } else if acks == -1 && min_insync(&img, &topic) > ISR_SIZE {
+            } else if acks == -1 && min_insync(&img, &topic) > isr_size(&img, &topic, pd.index) {
                 let message = format!(
-                    "min.insync.replicas is {} but the in-sync replica set has {ISR_SIZE} member",
-                    min_insync(&img, &topic)
+                    "min.insync.replicas is {} but the in-sync replica set has {} member(s)",
+                    min_insync(&img, &topic),
+                    isr_size(&img, &topic, pd.index)
                 );
                 Some(Appended::error(
                     ResponseError::NotEnoughReplicas,
@@ -136,9 +143,10 @@ pub async fn handle(req: &Request, body: ProduceRequest) -> Produced {
         }
     }
     let now = crate::server::now_ms();
-    let calls = by_shard(work)
-        .into_iter()
-        .map(|(shard, items)| runtime::submit_to(shard, move || append_on_owner(items, acks, now)));
+    let timeout = std::time::Duration::from_millis(body.timeout_ms.max(0) as u64);
+    let calls = by_shard(work).into_iter().map(|(shard, items)| {
+        runtime::submit_to(shard, move || append_on_owner(items, acks, now, timeout))
+    });
     let mut durable = Vec::new();
     for reply in futures::future::join_all(calls).await {
         match reply {
@@ -241,6 +249,7 @@ async fn append_on_owner(
     items: Vec<(usize, String, i32, Bytes)>,
     acks: i16,
     now: i64,
+    timeout: std::time::Duration,
 ) -> OwnerReply {
     let appends = items
         .into_iter()
@@ -274,14 +283,18 @@ async fn append_on_owner(
         let flushes = to_flush
             .into_iter()
             .map(|(slot, topic, index, p, last)| async move {
-                (slot, topic, index, p.log.flush(last).await)
+                if let Err(e) = p.log.flush(last).await {
+                    return Some((slot, failed("fsync", &topic, index, e)));
+                }
+                crate::cluster::leader::wait_replicated(&p, last, timeout)
+                    .await
+                    .err()
+                    .map(|(code, message)| (slot, Appended::error(code, Some(message))))
             });
         let failures = futures::future::join_all(flushes)
             .await
             .into_iter()
-            .filter_map(|(slot, topic, index, r)| {
-                r.err().map(|e| (slot, failed("fsync", &topic, index, e)))
-            })
+            .flatten()
             .collect();
         let _ = tx.send(failures);
     });

@@ -1,0 +1,169 @@
+"""Cluster II: replicated partitions on 3-broker clusters on 127.0.0.1 (docs/replication.md),
+driven by unmodified clients (confluent-kafka's AdminClient, idempotent producer and
+consumer; kafka-python for raw error codes).
+
+Each test starts its own brokers (test_cluster.cluster) and stops them by PID.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+from confluent_kafka import Consumer, KafkaError, Producer, TopicPartition
+from confluent_kafka.admin import NewTopic
+
+from test_cluster import JOIN_TIMEOUT_S, admin, broker_ids, cluster, wait_until
+
+pytestmark = pytest.mark.sluice_only
+
+# Followers that stop fetching leave the ISR after 3 s; fencing after 3 s (FAST).
+REPL = {"replica.lag.time.max.ms": "3000", "replica.fetch.wait.max.ms": "200",
+        "replica.fetch.backoff.ms": "200"}
+
+
+def rcluster(broker_factory, n=3):
+    nodes, _ = cluster(broker_factory, n_voters=n, settings=REPL)
+    wait_until("all brokers", lambda: broker_ids(nodes[0])[0] == list(range(1, n + 1)), timeout=40)
+    return nodes
+
+
+def create(b, name, partitions, rf, configs=None):
+    a = admin(b)
+    futs = a.create_topics([NewTopic(name, partitions, rf, config=configs or {})],
+                           operation_timeout=20, request_timeout=30)
+    futs[name].result(timeout=40)
+
+
+def partitions(b, name):
+    return admin(b).list_topics(name, timeout=10).topics[name].partitions
+
+
+def full_isr(b, name, n):
+    ps = partitions(b, name)
+    return len(ps) == n and all(len(p.isrs) == len(p.replicas) and p.leader >= 0
+                                for p in ps.values())
+
+
+def consume_all(b, name, nparts, expect, timeout=60):
+    """Every record of `name` from offset 0, per partition in order."""
+    c = Consumer({"bootstrap.servers": b.bootstrap, "group.id": f"check-{name}-{time.time()}",
+                  "auto.offset.reset": "earliest", "enable.auto.commit": False,
+                  "topic.metadata.refresh.interval.ms": 1000})
+    c.assign([TopicPartition(name, i, 0) for i in range(nparts)])
+    got = {i: [] for i in range(nparts)}
+    deadline = time.monotonic() + timeout
+    total = 0
+    while total < expect and time.monotonic() < deadline:
+        for m in c.consume(1000, 0.5):
+            if m.error() is None:
+                got[m.partition()].append(m.value())
+                total += 1
+    c.close()
+    return got
+
+
+def test_rf3_topic_replicates_and_serves_through_any_broker(broker_factory):
+    nodes = rcluster(broker_factory)
+    create(nodes[0], "r3", 6, 3)
+    wait_until("full ISRs", lambda: full_isr(nodes[2], "r3", 6), timeout=30)
+    ps = partitions(nodes[2], "r3")
+    per_leader = {}
+    for p in ps.values():
+        assert len(set(p.replicas)) == 3, p.replicas
+        per_leader[p.leader] = per_leader.get(p.leader, 0) + 1
+    assert per_leader == {1: 2, 2: 2, 3: 2}, per_leader
+
+    # 30k acks=all records through broker 1, read back exactly through broker 3.
+    p = Producer({"bootstrap.servers": nodes[0].bootstrap, "acks": "all",
+                  "enable.idempotence": True, "linger.ms": 5})
+    for i in range(30_000):
+        p.produce("r3", value=f"{i % 6}:{i}".encode(), partition=i % 6)
+        if i % 5000 == 0:
+            p.poll(0)
+    assert p.flush(60) == 0
+    got = consume_all(nodes[2], "r3", 6, 30_000)
+    for part in range(6):
+        want = [f"{part}:{i}".encode() for i in range(part, 30_000, 6)]
+        assert got[part] == want, f"partition {part}: {len(got[part])} of {len(want)}"
+    # Every replica holds the records: DescribeLogDirs-free check through the ISR staying full.
+    assert full_isr(nodes[1], "r3", 6)
+
+
+def test_leader_kill_under_idempotent_acks_all_loses_and_duplicates_nothing(broker_factory):
+    nodes = rcluster(broker_factory)
+    create(nodes[0], "stream", 3, 3)
+    wait_until("full ISRs", lambda: full_isr(nodes[0], "stream", 3), timeout=30)
+    leader = partitions(nodes[0], "stream")[0].leader
+    victim = nodes[leader - 1]
+    bootstrap = ",".join(b.bootstrap for b in nodes)
+    acked = {i: [] for i in range(3)}
+    errors = []
+    lock = threading.Lock()
+
+    def on_delivery(err, msg):
+        with lock:
+            if err is None:
+                acked[msg.partition()].append(msg.value())
+            else:
+                errors.append(err)
+
+    p = Producer({"bootstrap.servers": bootstrap, "acks": "all", "enable.idempotence": True,
+                  "message.timeout.ms": 120_000, "linger.ms": 5,
+                  "topic.metadata.refresh.interval.ms": 1000})
+    total = 60_000
+    killed_at = None
+    for i in range(total):
+        while True:
+            try:
+                p.produce("stream", value=f"{i % 3}:{i}".encode(), partition=i % 3,
+                          on_delivery=on_delivery)
+                break
+            except BufferError:
+                p.poll(0.1)
+        if i == total // 3:
+            victim.kill()
+            killed_at = time.monotonic()
+        if i % 1000 == 0:
+            p.poll(0)
+    assert p.flush(150) == 0, "records still unacknowledged"
+    assert errors == [], errors[:5]
+    assert killed_at is not None
+    survivor = next(b for b in nodes if b is not victim)
+    got = consume_all(survivor, "stream", 3, total)
+    for part in range(3):
+        want = [f"{part}:{i}".encode() for i in range(part, total, 3)]
+        assert got[part] == want, (
+            f"partition {part}: read {len(got[part])}, acked {len(acked[part])}, "
+            f"duplicates {len(got[part]) - len(set(got[part]))}")
+
+    # The killed broker returns, catches up and rejoins every ISR within 60 s.
+    victim.start(timeout=JOIN_TIMEOUT_S)
+    t0 = time.monotonic()
+    wait_until("victim back in every ISR", lambda: full_isr(survivor, "stream", 3), timeout=60)
+    assert time.monotonic() - t0 < 60
+
+
+def test_min_insync_replicas_refuses_acks_all_but_not_acks_1(broker_factory):
+    nodes = rcluster(broker_factory)
+    create(nodes[0], "strict", 1, 3, {"min.insync.replicas": "3"})
+    wait_until("full ISR", lambda: full_isr(nodes[0], "strict", 1), timeout=30)
+    leader = partitions(nodes[0], "strict")[0].leader
+    follower = next(b for i, b in enumerate(nodes, 1) if i != leader)
+    lead = nodes[leader - 1]
+    follower.kill()
+    wait_until("ISR shrunk", lambda: len(partitions(lead, "strict")[0].isrs) == 2, timeout=30)
+
+    def produce(acks):
+        res = []
+        p = Producer({"bootstrap.servers": lead.bootstrap, "acks": acks,
+                      "message.timeout.ms": 10_000, "retries": 0})
+        p.produce("strict", value=b"x", partition=0, on_delivery=lambda e, m: res.append(e))
+        p.flush(20)
+        return res
+
+    res = produce("all")
+    assert len(res) == 1 and res[0] is not None
+    assert res[0].code() == KafkaError.NOT_ENOUGH_REPLICAS, res[0]
+    assert produce("1") == [None]
