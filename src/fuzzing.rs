@@ -8,7 +8,8 @@
 //!   API the broker dispatches (`protocol::any`).
 //! - `record_batch`: a produce request's record set (`storage::fuzzing::record_batch`).
 //! - `internal_records`: `__consumer_offsets` and `__transaction_state` records.
-//! - `storage_files`: indexes, producer snapshots, `.txnindex`, cleaner files, metadata image.
+//! - `storage_files`: indexes, producer snapshots, `.txnindex`, cleaner files, leader epoch
+//!   checkpoint, metadata image.
 
 use std::fmt::Debug;
 

@@ -329,6 +329,8 @@ def data_dir_seeds(data: Path) -> tuple[dict[str, bytes], dict[str, bytes]]:
             kind = 4
         elif f.name == "cleaner-swap":
             kind = 5
+        elif f.name == "leader-epoch-checkpoint":
+            kind = 6
         elif f.name == "__sluice_metadata.json":
             kind = 255
         else:
@@ -340,7 +342,7 @@ def data_dir_seeds(data: Path) -> tuple[dict[str, bytes], dict[str, bytes]]:
                 and len(files[kind]) < FILES_PER_KIND:
             files[kind].append(b)
     names = {0: "index", 1: "timeindex", 2: "snapshot", 3: "txnindex", 4: "cleaner-checkpoint",
-             5: "cleaner-swap", 255: "metadata"}
+             5: "cleaner-swap", 6: "leader-epoch", 255: "metadata"}
     prefix = {"__consumer_offsets": "offsets", "__transaction_state": "txn", "marker": "marker"}
     internal_out = {f"{prefix[t]}-{'tombstone' if tomb else 'record'}-{digest(s)}": s
                     for (t, _v, tomb), seeds in internal.items() for s in seeds}

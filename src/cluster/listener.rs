@@ -139,7 +139,7 @@ async fn follow(prev: &MetadataImage, next: &MetadataImage, node: i32) {
             let (name, index) = (t.name.clone(), p.index);
             roles.push(runtime::submit_to(
                 owner_shard(&name, index, shards),
-                move || async move { partition_manager::reassign(&name, index) },
+                move || async move { partition_manager::reassign(&name, index).await },
             ));
         }
     }

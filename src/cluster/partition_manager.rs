@@ -51,13 +51,16 @@ impl Partition {
     /// Applies the image's assignment of this partition: becoming its leader stamps the new
     /// leader epoch from the log end on; becoming a follower hands it to this shard's
     /// fetcher for the leader. Wakes everything waiting on the partition.
-    pub fn apply_assignment(self: &Rc<Self>, a: &Assignment) {
+    pub async fn apply_assignment(self: &Rc<Self>, a: &Assignment) {
         let end = self.log.log_end_offset();
         let t = self.replica.borrow_mut().apply(a, end, crate::runtime::now_ms());
         match t {
             Transition::Same => {}
             Transition::BecameLeader => {
-                self.log.assign_epoch(a.leader_epoch, end);
+                if let Err(e) = self.log.assign_epoch(a.leader_epoch, end).await {
+                    tracing::error!(topic = %self.topic, partition = self.index, error = %e,
+                        "cannot record the new leader epoch");
+                }
                 tracing::info!(topic = %self.topic, partition = self.index, epoch = a.leader_epoch,
                     log_end_offset = end, isr = ?a.isr, "leading the partition");
             }
@@ -233,7 +236,7 @@ async fn open(t: &TopicMeta, index: i32) -> Result<Rc<Partition>, StorageError> 
             .or_default()
             .insert(index, p.clone())
     });
-    p.apply_assignment(&assignment(t, pm));
+    p.apply_assignment(&assignment(t, pm)).await;
     Ok(p)
 }
 
@@ -255,13 +258,13 @@ pub fn assignment(t: &TopicMeta, pm: &PartitionMeta) -> Assignment {
 
 /// Brings an open partition's replica state in line with the current image (the image
 /// listener calls it on the owner shard when leader, epoch, ISR or replicas changed).
-pub fn reassign(topic: &str, index: i32) {
+pub async fn reassign(topic: &str, index: i32) {
     let Some(p) = lookup(topic, index) else {
         return;
     };
     let img = image();
     if let Some((t, pm)) = img.partition(topic, index) {
-        p.apply_assignment(&assignment(t, pm));
+        p.apply_assignment(&assignment(t, pm)).await;
     }
 }
 

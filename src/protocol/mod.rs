@@ -265,6 +265,7 @@ mod tests {
             "txn_index::decode(",
             "Self::decode(",
             "CleanerCheckpoint::decode(",
+            "EpochCache::decode(",
             "RecordBatchDecoder::decode(",
             "producer_snapshot::decode(",
         ];

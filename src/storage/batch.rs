@@ -69,6 +69,9 @@ pub struct BatchInfo {
     pub producer_id: i64,
     pub producer_epoch: i16,
     pub base_sequence: i32,
+    /// partitionLeaderEpoch as received (a client's is meaningless; a leader's copy, as a
+    /// follower receives it, is final).
+    pub leader_epoch: i32,
 }
 
 pub(crate) fn be_i16(b: &[u8], at: usize) -> i16 {
@@ -91,6 +94,8 @@ pub(crate) fn be_i64(b: &[u8], at: usize) -> i64 {
 pub(crate) struct BatchHeader {
     pub base_offset: i64,
     pub batch_length: i32,
+    /// partitionLeaderEpoch: the epoch of the leader that appended the batch.
+    pub leader_epoch: i32,
     pub magic: i8,
     pub crc: u32,
     pub attributes: i16,
@@ -112,6 +117,7 @@ impl BatchHeader {
         Some(BatchHeader {
             base_offset: be_i64(b, OFF_BASE_OFFSET),
             batch_length: be_i32(b, OFF_LENGTH),
+            leader_epoch: be_i32(b, OFF_LEADER_EPOCH),
             magic: b[OFF_MAGIC] as i8,
             crc: be_u32(b, OFF_CRC),
             attributes: be_i16(b, OFF_ATTRIBUTES),
@@ -293,6 +299,17 @@ pub(crate) fn validate_batches_ext(
     buf: &[u8],
     max_batch_bytes: usize,
 ) -> Result<Vec<(BatchInfo, i32)>> {
+    validate(buf, max_batch_bytes, false)
+}
+
+/// `validate_batches_ext` for batches copied from a leader's log (a follower's append): no size
+/// limit, and a batch may hold fewer records than its offset range (the leader's cleaner removed
+/// some, keeping lastOffsetDelta), down to none (Kafka's cleaner keeps empty batches).
+pub(crate) fn validate_replicated_batches(buf: &[u8]) -> Result<Vec<(BatchInfo, i32)>> {
+    validate(buf, usize::MAX, true)
+}
+
+fn validate(buf: &[u8], max_batch_bytes: usize, stored: bool) -> Result<Vec<(BatchInfo, i32)>> {
     let corrupt = |m: &str| StorageError::CorruptMessage(m.to_string());
     if buf.is_empty() {
         return Err(StorageError::InvalidRecord("empty record set".to_string()));
@@ -331,7 +348,14 @@ pub(crate) fn validate_batches_ext(
         if batch_crc(batch) != h.crc {
             return Err(corrupt("CRC mismatch"));
         }
-        if h.records_count < 1 || h.last_offset_delta != h.records_count - 1 {
+        let counts_agree = if stored {
+            h.records_count >= 0
+                && h.last_offset_delta >= 0
+                && i64::from(h.records_count) <= i64::from(h.last_offset_delta) + 1
+        } else {
+            h.records_count >= 1 && h.last_offset_delta == h.records_count - 1
+        };
+        if !counts_agree {
             return Err(StorageError::InvalidRecord(format!(
                 "recordsCount {} inconsistent with lastOffsetDelta {}",
                 h.records_count, h.last_offset_delta
@@ -377,6 +401,7 @@ pub(crate) fn validate_batches_ext(
             producer_id: h.producer_id,
             producer_epoch: h.producer_epoch,
             base_sequence: h.base_sequence,
+            leader_epoch: h.leader_epoch,
         };
         out.push((info, max_delta.unwrap_or(h.last_offset_delta)));
         pos += size;
@@ -530,6 +555,32 @@ mod tests {
             validate_batches(&t, 1 << 20).expect("valid")[0].records_count,
             50
         );
+    }
+
+    #[test]
+    fn replicated_batches_may_hold_fewer_records_than_offsets() {
+        // A batch a leader's cleaner trimmed: 3 records left, lastOffsetDelta still 5.
+        let mut b = batch(Codec::None, &recs(3));
+        b[OFF_LAST_OFFSET_DELTA..OFF_LAST_OFFSET_DELTA + 4].copy_from_slice(&5i32.to_be_bytes());
+        crate::storage::testutil::fix_crc(&mut b);
+        assert!(matches!(
+            validate_batches(&b, 1 << 20),
+            Err(StorageError::InvalidRecord(_))
+        ));
+        let got = validate_replicated_batches(&b).expect("a leader's trimmed batch");
+        assert_eq!((got[0].0.records_count, got[0].0.last_offset_delta), (3, 5));
+        // More records than offsets is refused all the same.
+        b[OFF_LAST_OFFSET_DELTA..OFF_LAST_OFFSET_DELTA + 4].copy_from_slice(&1i32.to_be_bytes());
+        crate::storage::testutil::fix_crc(&mut b);
+        assert!(validate_replicated_batches(&b).is_err());
+        // No records left at all (Kafka's cleaner keeps such batches).
+        let mut empty = batch(Codec::None, &recs(1))[..HEADER_LEN].to_vec();
+        empty[OFF_LENGTH..OFF_LENGTH + 4]
+            .copy_from_slice(&((HEADER_LEN - LOG_OVERHEAD) as i32).to_be_bytes());
+        empty[OFF_RECORDS_COUNT..OFF_RECORDS_COUNT + 4].copy_from_slice(&0i32.to_be_bytes());
+        crate::storage::testutil::fix_crc(&mut empty);
+        assert_eq!(validate_replicated_batches(&empty).expect("empty").len(), 1);
+        assert!(validate_batches(&empty, 1 << 20).is_err());
     }
 
     #[test]

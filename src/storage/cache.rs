@@ -73,6 +73,18 @@ impl RecentBatches {
         }
     }
 
+    /// Forgets the batches that end at or after `offset` (the log was truncated there).
+    pub fn drop_from(&mut self, offset: i64) {
+        while let Some(e) = self.entries.pop_back() {
+            if e.last < offset {
+                self.entries.push_back(e);
+                break;
+            }
+            self.bytes -= e.data.len();
+            SHARD_USED.with(|u| u.set(u.get().saturating_sub(e.data.len())));
+        }
+    }
+
     pub fn clear(&mut self) {
         while !self.entries.is_empty() {
             self.pop_front();
@@ -154,6 +166,11 @@ mod tests {
         assert!(c.bytes <= PER_LOG_BYTES);
         assert!(c.read(101, 1, i64::MAX).is_none());
         assert!(c.read(110, 1, i64::MAX).is_some());
+        // Truncation drops the batches from the cut on.
+        c.drop_from(109);
+        assert!(c.read(108, 1, i64::MAX).is_some());
+        assert_eq!(c.read(109, 1, i64::MAX), Some(Bytes::new()));
+        assert!(c.entries.back().is_some_and(|e| e.last == 108));
         let used = SHARD_USED.with(|u| u.get());
         drop(c);
         assert!(SHARD_USED.with(|u| u.get()) < used);

@@ -136,6 +136,9 @@ impl PartitionLog {
         self.check_open()?;
         self.cleaner_busy.set(true);
         let _busy = BusyGuard(self);
+        // A truncation meanwhile (`log_truncate.rs`) may cut a segment in place: the pass is
+        // then abandoned at the swap.
+        let truncations = self.truncations.get();
         let mut ckpt = CleanerCheckpoint::load(&self.dir).await?;
         let Some(plan) = self.plan(&cfg, &ckpt, now_ms) else {
             return Ok(None);
@@ -178,7 +181,7 @@ impl PartitionLog {
                 dropped: !any,
             })
             .collect();
-        if !self.swap(&groups, &swap, &cfg).await? {
+        if !self.swap(&groups, &swap, &cfg, truncations).await? {
             return Ok(None);
         }
         ckpt.record_pass(map_end, now_ms, cfg.delete_retention_ms);
@@ -296,15 +299,22 @@ impl PartitionLog {
     }
 
     /// Commits the pass and swaps the segments on disk and in memory (under the append lock).
-    /// Returns false, having removed the cleaned files, when the log changed under the pass.
-    async fn swap(&self, groups: &[Group], swap: &[SwapGroup], cfg: &LogConfig) -> Result<bool> {
+    /// Returns false, having removed the cleaned files, when the log changed under the pass
+    /// (segments replaced or removed, or any truncation since `truncations` was read).
+    async fn swap(
+        &self,
+        groups: &[Group],
+        swap: &[SwapGroup],
+        cfg: &LogConfig,
+        truncations: u64,
+    ) -> Result<bool> {
         sync_dir(&self.dir).await?;
         let _permit = self
             .append_lock
             .acquire_permit(1)
             .await
             .map_err(|e| StorageError::Io(format!("append lock: {e}")))?;
-        let still_ours = !self.closed.get() && {
+        let still_ours = !self.closed.get() && self.truncations.get() == truncations && {
             let segs = self.segments.borrow();
             groups.iter().all(|g| {
                 let Some(i) = segs.iter().position(|s| Rc::ptr_eq(s, &g.segs[0])) else {

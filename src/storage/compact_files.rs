@@ -100,6 +100,23 @@ impl CleanerCheckpoint {
         }
     }
 
+    /// The log was truncated to end at `end` (`PartitionLog::truncate_to`): offsets from `end`
+    /// on are dirty again (a follower may receive other records for them), and a pass that
+    /// cleaned past `end` now counts as having cleaned up to it. Returns whether anything
+    /// changed. Kafka's cleaner moves its checkpoint back the same way.
+    pub fn truncate_to(&mut self, end: i64) -> bool {
+        if self.first_dirty <= end {
+            return false;
+        }
+        self.first_dirty = end;
+        let kept = self.passes.partition_point(|&(e, _)| e < end);
+        if let Some(&(_, t)) = self.passes.get(kept) {
+            self.passes.truncate(kept);
+            self.passes.push((end, t));
+        }
+        true
+    }
+
     pub(crate) fn encode(&self) -> Vec<u8> {
         let mut s = format!(
             "version 1\nfirst-dirty {}\ntombstone-expiry {}\n",
@@ -330,6 +347,26 @@ mod tests {
             c.record_pass(500 + i, 30_001 + i, 1 << 40);
         }
         assert_eq!(c.passes.len(), MAX_PASSES);
+    }
+
+    #[test]
+    fn truncation_makes_offsets_dirty_again() {
+        let mut c = CleanerCheckpoint::new();
+        c.record_pass(100, 1_000, 1 << 40);
+        c.record_pass(250, 2_000, 1 << 40);
+        assert!(!c.truncate_to(300), "nothing cleaned past it");
+        assert!(c.truncate_to(180));
+        assert_eq!(
+            (c.first_dirty, c.passes.clone()),
+            (180, vec![(100, 1_000), (180, 2_000)])
+        );
+        assert_eq!(c.first_cleaned_ms(150), Some(2_000));
+        assert_eq!(c.first_cleaned_ms(180), None);
+        assert!(c.truncate_to(100));
+        assert_eq!(c.passes, vec![(100, 1_000)]);
+        assert!(c.truncate_to(0));
+        assert_eq!((c.first_dirty, c.passes.clone()), (0, vec![(0, 1_000)]));
+        assert_eq!(c.first_cleaned_ms(0), None);
     }
 
     #[test]

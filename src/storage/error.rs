@@ -34,6 +34,18 @@ pub enum StorageError {
     /// producer id: another producer instance with the same transactional id fenced this one.
     #[error("invalid producer epoch: {0}")]
     InvalidProducerEpoch(String),
+    /// A follower's replicated record set (`append_replicated`) whose first batch starts below
+    /// the log end, or whose batches do not increase. Nothing was appended. When its first batch
+    /// starts below the log end of an empty log (the leader's log start fell inside that batch),
+    /// Kafka's follower restarts its log at that batch (`truncate_fully_and_start_at`).
+    #[error("replicated batches out of order: {0}")]
+    OffsetsOutOfOrder(String),
+    /// The log was truncated (`truncate_to`, `truncate_fully_and_start_at`) while the operation
+    /// waited, so what it waited for or read may be gone: a flush whose offsets may no longer
+    /// hold the records appended, or a read that truncations kept overlapping. Truncation
+    /// happens when this replica follows another leader, hence NOT_LEADER_OR_FOLLOWER.
+    #[error("log truncated meanwhile: {0}")]
+    LogTruncated(String),
     /// Any other disk error.
     #[error("storage i/o error: {0}")]
     Io(String),
@@ -62,6 +74,8 @@ impl StorageError {
             StorageError::OffsetOutOfRange { .. } => 1,
             StorageError::OutOfOrderSequence(_) => 45,
             StorageError::InvalidProducerEpoch(_) => 47,
+            StorageError::OffsetsOutOfOrder(_) => -1,
+            StorageError::LogTruncated(_) => 6,
             StorageError::Io(_) | StorageError::NoSpace(_) | StorageError::LogDirOffline(_) => 56,
             StorageError::NotLeader(_) => 6,
         }
@@ -118,5 +132,10 @@ mod tests {
             StorageError::InvalidProducerEpoch(String::new()).kafka_code(),
             47
         );
+        assert_eq!(
+            StorageError::OffsetsOutOfOrder(String::new()).kafka_code(),
+            -1
+        );
+        assert_eq!(StorageError::LogTruncated(String::new()).kafka_code(), 6);
     }
 }

@@ -11,6 +11,7 @@ use super::batch::{
 use super::compact_files::{decode_manifest, encode_manifest, CleanerCheckpoint, MAX_PASSES};
 use super::compact_rewrite::{parse_records, rebuild_batch, records_section, require_keys};
 use super::compression::{compress_records, decompress_records};
+use super::epoch_cache::EpochCache;
 use super::error::StorageError;
 use super::index::{OffsetIndex, TimeIndex};
 use super::{producer_snapshot, txn_index, LogConfig};
@@ -145,12 +146,12 @@ fn fix_crcs(set: &mut [u8]) -> bool {
 }
 
 /// Which on-disk file `storage_files` decodes: the first input byte picks it.
-const FILE_KINDS: u8 = 6;
+const FILE_KINDS: u8 = 7;
 
 /// Decoders of on-disk files, the first byte choosing which: offset index, time index,
-/// producer snapshot, `.txnindex`, cleaner checkpoint, cleaner swap manifest. (The metadata
-/// image, JSON through serde, is checked by the crate-level `fuzzing::storage_files`.) True if
-/// the file decoded.
+/// producer snapshot, `.txnindex`, cleaner checkpoint, cleaner swap manifest, leader epoch
+/// checkpoint. (The metadata image, JSON through serde, is checked by the crate-level
+/// `fuzzing::storage_files`.) True if the file decoded.
 pub fn storage_files(kind: u8, file: &[u8]) -> bool {
     match kind % FILE_KINDS {
         0 => offset_index(file),
@@ -163,8 +164,67 @@ pub fn storage_files(kind: u8, file: &[u8]) -> bool {
         }
         3 => txn_index_file(file),
         4 => cleaner_checkpoint(file),
-        _ => swap_manifest(file),
+        5 => swap_manifest(file),
+        _ => {
+            let accepted = epoch_checkpoint(file);
+            let fixed = fix_epoch_crc(file);
+            let fixed_accepted = fixed
+                .as_deref()
+                .is_some_and(|f| f != file && epoch_checkpoint(f));
+            accepted || fixed_accepted
+        }
     }
+}
+
+/// The leader epoch checkpoint: a decoded file encodes back to the same bytes, and the queries
+/// and truncations on whatever it held keep the entries ascending.
+fn epoch_checkpoint(b: &[u8]) -> bool {
+    let Ok(cache) = EpochCache::decode(b) else {
+        return false;
+    };
+    assert_eq!(
+        cache.encode(),
+        b,
+        "a decoded checkpoint encodes back to itself"
+    );
+    let entries = cache.entries().to_vec();
+    assert!(entries
+        .windows(2)
+        .all(|w| w[0].epoch < w[1].epoch && w[0].start_offset < w[1].start_offset));
+    let log_end = entries
+        .last()
+        .map_or(0, |e| e.start_offset.saturating_add(1));
+    for (i, e) in entries.iter().enumerate() {
+        let (epoch, end) = cache.end_offset_for(e.epoch, log_end);
+        assert_eq!(epoch, e.epoch);
+        let want = entries.get(i + 1).map_or(log_end, |n| n.start_offset);
+        assert_eq!(end, want);
+    }
+    if let Some(last) = entries.last() {
+        if let Some(above) = last.epoch.checked_add(1) {
+            let undefined = super::epoch_cache::UNDEFINED;
+            assert_eq!(cache.end_offset_for(above, log_end), undefined);
+        }
+        let mut cut = cache.clone();
+        let mid = entries[entries.len() / 2].start_offset;
+        cut.truncate_from_start(mid);
+        cut.truncate_from_end(last.start_offset);
+        assert_eq!(EpochCache::decode(&cut.encode()), Ok(cut));
+    }
+    true
+}
+
+/// The checkpoint with its last line replaced by the right checksum line, when it has one.
+fn fix_epoch_crc(b: &[u8]) -> Option<Vec<u8>> {
+    let body_and_crc = b.strip_suffix(b"\n")?;
+    let crc_at = body_and_crc
+        .iter()
+        .rposition(|&c| c == b'\n')
+        .map_or(0, |i| i + 1);
+    let body = &b[..crc_at];
+    let mut out = body.to_vec();
+    out.extend_from_slice(format!("crc32c {:08x}\n", crc32c::crc32c(body)).as_bytes());
+    Some(out)
 }
 
 fn offset_index(b: &[u8]) -> bool {
@@ -331,5 +391,14 @@ mod tests {
         assert!(storage_files(5, &manifest));
         manifest.extend_from_slice(b"keep 5 5\n");
         assert!(!storage_files(5, &manifest));
+        let mut epochs = EpochCache::default();
+        epochs.assign(0, 0);
+        epochs.assign(4, 120);
+        let mut file = epochs.encode();
+        assert!(storage_files(6, &file));
+        file[12] = b'3'; // the first entry's epoch: fine once the checksum is fixed
+        assert!(storage_files(6, &file));
+        file[12] = b'5'; // above the next epoch: refused even then
+        assert!(!storage_files(6, &file));
     }
 }

@@ -1,8 +1,9 @@
 //! `PartitionLog`: one partition's segmented log on one glommio shard. Opening and recovery,
 //! append (serialised, with offset assignment and the idempotent-producer checks of
-//! `producer_state.rs`), group-commit flush, reads and timestamp lookups. Retention, rolling and
-//! shutdown are in `log_maint.rs`; loading, snapshotting and expiring producer state in
-//! `log_producers.rs`.
+//! `producer_state.rs`) and group-commit flush. Reads and timestamp lookups are in `log_read.rs`;
+//! retention, rolling and shutdown in `log_maint.rs`; loading, snapshotting and expiring producer state in
+//! `log_producers.rs`; the leader epoch cache in `log_epochs.rs`; a follower's appends and
+//! truncation in `log_replica.rs` and `log_truncate.rs`.
 
 use std::cell::{Cell, RefCell};
 use std::path::{Path, PathBuf};
@@ -12,16 +13,16 @@ use bytes::Bytes;
 use glommio::sync::Semaphore;
 use tracing::{info, warn};
 
-use super::batch::{validate_batches_ext, BatchInfo};
+use super::batch::{validate_batches_ext, BatchInfo, ATTR_LOG_APPEND_TIME};
 use super::cache::RecentBatches;
 use super::compact_rewrite::require_keys;
 use super::compact_rewrite::{ATTR_CONTROL, ATTR_TRANSACTIONAL};
 use super::config::{LogConfig, TimestampType};
+use super::epoch_cache::EpochCache;
 use super::error::{Result, StorageError};
 use super::file::{read_small_file, sync_dir};
 use super::producer_state::{ProducerBatch, ProducerStateMap, Staged};
 use super::segment::{AppendPlan, Segment};
-use super::segment_read::FetchRecords;
 
 /// Marker written by a clean close and removed on open.
 pub(crate) const CLEAN_MARKER: &str = "clean-shutdown";
@@ -29,7 +30,7 @@ pub(crate) const CLEAN_MARKER: &str = "clean-shutdown";
 pub(crate) const START_CHECKPOINT: &str = "log-start-offset.checkpoint";
 
 /// Batch attributes of the batches that open or end transactions.
-const TXN_OR_CONTROL: i16 = ATTR_TRANSACTIONAL | ATTR_CONTROL;
+pub(crate) const TXN_OR_CONTROL: i16 = ATTR_TRANSACTIONAL | ATTR_CONTROL;
 
 /// Result of a successful append.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -49,7 +50,14 @@ pub struct AppendResult {
 pub struct PartitionLog {
     pub(crate) dir: PathBuf,
     pub(crate) config: RefCell<LogConfig>,
-    pub(crate) leader_epoch: i32,
+    /// The epoch stamped on leader appends (`set_leader_epoch`, `assign_epoch`).
+    pub(crate) leader_epoch: Cell<i32>,
+    /// Leader epochs and their start offsets (`log_epochs.rs`), covering the log's batches.
+    /// Changed only under the append lock; never borrowed across an await.
+    pub(crate) epochs: RefCell<EpochCache>,
+    /// Truncations so far (`log_truncate.rs`): a read, flush or cleaning pass that saw it change
+    /// while it waited does not trust what it read.
+    pub(crate) truncations: Cell<u64>,
     /// Segments by base offset; the last is the active one. Never borrowed across an await.
     pub(crate) segments: RefCell<Vec<Rc<Segment>>>,
     pub(crate) log_start: Cell<i64>,
@@ -97,6 +105,7 @@ fn parse_log_name(name: &str) -> Option<i64> {
 impl PartitionLog {
     /// Opens or creates the partition directory and recovers it (see module docs of
     /// `segment_recover.rs`): the active segment is CRC-scanned and a torn tail truncated.
+    /// `leader_epoch` is stamped on leader appends until `set_leader_epoch`/`assign_epoch`.
     pub async fn open(dir: &Path, config: LogConfig, leader_epoch: i32) -> Result<PartitionLog> {
         std::fs::create_dir_all(dir)?;
         // Finish or roll back a cleaning pass cut short, before any segment is looked at.
@@ -148,7 +157,9 @@ impl PartitionLog {
         let log = PartitionLog {
             dir: dir.to_path_buf(),
             config: RefCell::new(config),
-            leader_epoch,
+            leader_epoch: Cell::new(leader_epoch),
+            epochs: RefCell::new(EpochCache::default()),
+            truncations: Cell::new(0),
             segments: RefCell::new(segments),
             log_start: Cell::new(log_start),
             log_end: Cell::new(log_end),
@@ -168,6 +179,7 @@ impl PartitionLog {
         };
         log.recompute_max_timestamp().await?;
         log.load_producer_state().await?;
+        log.load_epoch_cache().await?;
         Ok(log)
     }
 
@@ -214,7 +226,7 @@ impl PartitionLog {
 
     /// Notes the outcome of an append for the out-of-space log lines: one warning when appends
     /// start failing for lack of space, one line when they succeed again.
-    fn note_space<T>(&self, r: &Result<T>) {
+    pub(crate) fn note_space<T>(&self, r: &Result<T>) {
         match r {
             Err(StorageError::NoSpace(e)) if !self.out_of_space.replace(true) => {
                 warn!(dir = %self.dir.display(), "appends fail: disk full ({e}); answering \
@@ -281,13 +293,20 @@ impl PartitionLog {
             self.note_space(&rolled);
         }
         rolled?;
+        let epoch = self.leader_epoch.get();
+        let noted = self.note_epochs(&[(epoch, base_offset)]).await;
+        if noted.is_err() {
+            self.note_space(&noted);
+        }
+        noted?;
         let plan = AppendPlan {
             batches: &batches,
             first_offset: base_offset,
-            leader_epoch: self.leader_epoch,
+            leader_epoch: epoch,
             append_time,
             index_interval: cfg.index_interval_bytes,
             now_ms,
+            replicated: false,
         };
         let started = crate::runtime::stall::enabled().then(std::time::Instant::now);
         let stored = self.active().append(&records, &plan).await;
@@ -297,36 +316,14 @@ impl PartitionLog {
         self.note_space(&stored);
         let stored = stored?;
         self.log_end.set(last_offset + 1);
-        if let Some(updated) = staged {
-            self.producer_state.borrow_mut().apply(updated);
+        let mut bases = Vec::with_capacity(batches.len());
+        let mut offset = base_offset;
+        for b in &batches {
+            bases.push(offset);
+            offset += i64::from(b.last_offset_delta) + 1;
         }
-        if batches.iter().any(|b| b.attributes & TXN_OR_CONTROL != 0) {
-            let first = self.producer_state.borrow().first_unstable_offset();
-            self.first_unstable.set(first);
-        }
-        {
-            let mut offset = base_offset;
-            let mut at = 0usize;
-            let mut recent = self.recent.borrow_mut();
-            for (b, max_delta) in &detailed {
-                let last = offset + i64::from(b.last_offset_delta);
-                recent.push(offset, last, stored.slice(at..at + b.size));
-                at += b.size;
-                let ts = append_time.unwrap_or(b.max_timestamp);
-                if ts > self.max_ts.get().0 {
-                    let exact = if append_time.is_some() {
-                        offset
-                    } else {
-                        offset + i64::from(*max_delta)
-                    };
-                    self.max_ts.set((ts, exact));
-                }
-                offset += i64::from(b.last_offset_delta) + 1;
-            }
-        }
-        if !ended.is_empty() {
-            self.index_aborted(&records, &detailed, &ended).await?;
-        }
+        self.note_written(&detailed, &bases, &stored, append_time, staged, &ended)
+            .await?;
         Ok(AppendResult {
             base_offset,
             last_offset,
@@ -336,16 +333,75 @@ impl PartitionLog {
         })
     }
 
-    /// Makes everything up to and including `upto_offset` durable, with group commit.
+    /// Bookkeeping after a record set was written at `bases` (each batch's base offset), as
+    /// `stored` (the bytes written): producer state (`staged`, from `stage` or
+    /// `stage_replicated`), last stable offset, recent-batch cache, max timestamp, and the
+    /// aborted-transaction index for the transactions `ended`. Caller holds the append lock and
+    /// has already moved the log end.
+    pub(crate) async fn note_written(
+        &self,
+        detailed: &[(BatchInfo, i32)],
+        bases: &[i64],
+        stored: &Bytes,
+        append_time: Option<i64>,
+        staged: Option<std::collections::BTreeMap<i64, super::producer_state::ProducerEntry>>,
+        ended: &[super::producer_state::TxnEnd],
+    ) -> Result<()> {
+        if let Some(updated) = staged {
+            self.producer_state.borrow_mut().apply(updated);
+        }
+        if detailed
+            .iter()
+            .any(|(b, _)| b.attributes & TXN_OR_CONTROL != 0)
+        {
+            let first = self.producer_state.borrow().first_unstable_offset();
+            self.first_unstable.set(first);
+        }
+        {
+            let mut at = 0usize;
+            let mut recent = self.recent.borrow_mut();
+            for ((b, max_delta), &offset) in detailed.iter().zip(bases) {
+                let last = offset + i64::from(b.last_offset_delta);
+                recent.push(offset, last, stored.slice(at..at + b.size));
+                at += b.size;
+                let ts = append_time.unwrap_or(b.max_timestamp);
+                if ts > self.max_ts.get().0 {
+                    // LogAppendTime: every record has the batch's timestamp.
+                    let exact = if append_time.is_some() || b.attributes & ATTR_LOG_APPEND_TIME != 0
+                    {
+                        offset
+                    } else {
+                        offset + i64::from(*max_delta)
+                    };
+                    self.max_ts.set((ts, exact));
+                }
+            }
+        }
+        if !ended.is_empty() {
+            self.index_aborted(stored, detailed, ended).await?;
+        }
+        Ok(())
+    }
+
+    /// Makes everything up to and including `upto_offset` durable, with group commit. Fails with
+    /// `LogTruncated` when the log was truncated while it waited (the offsets it waited for may
+    /// be gone, or hold other records now).
     pub async fn flush(&self, upto_offset: i64) -> Result<()> {
         if self.durable_end.get() > upto_offset {
             return Ok(());
         }
+        let truncations = self.truncations.get();
         let _permit = self
             .flush_lock
             .acquire_permit(1)
             .await
             .map_err(|e| StorageError::Io(format!("flush lock: {e}")))?;
+        // A truncation holds the flush lock: none runs from here to the end.
+        if self.truncations.get() != truncations {
+            return Err(StorageError::LogTruncated(format!(
+                "waiting to make offset {upto_offset} durable"
+            )));
+        }
         if self.durable_end.get() > upto_offset {
             return Ok(());
         }
@@ -385,140 +441,6 @@ impl PartitionLog {
         None
     }
 
-    /// Whole batches from the one holding `fetch_offset`; see the module docs.
-    pub async fn read(
-        &self,
-        fetch_offset: i64,
-        max_bytes: usize,
-        max_offset_exclusive: i64,
-    ) -> Result<Bytes> {
-        match self
-            .read_records(fetch_offset, max_bytes, max_offset_exclusive, None)
-            .await?
-        {
-            FetchRecords::Mem(b) => Ok(b),
-            // Not asked for (no minimum length given): never returned.
-            FetchRecords::File(_) => Err(StorageError::Io("unexpected file range".into())),
-        }
-    }
-
-    /// As [`PartitionLog::read`], but records read from a segment file that
-    /// lies wholly below `max_offset_exclusive` come back as a file range to
-    /// splice when they are at least `splice_min` bytes (`None`: always in
-    /// memory); see `Segment::file_range`.
-    pub async fn read_records(
-        &self,
-        fetch_offset: i64,
-        max_bytes: usize,
-        max_offset_exclusive: i64,
-        splice_min: Option<usize>,
-    ) -> Result<FetchRecords> {
-        self.check_open()?;
-        let (start, end) = (self.log_start.get(), self.log_end.get());
-        if fetch_offset < start || fetch_offset > end {
-            return Err(StorageError::OffsetOutOfRange {
-                requested: fetch_offset,
-                log_start: start,
-                log_end: end,
-            });
-        }
-        if fetch_offset == end || fetch_offset >= max_offset_exclusive {
-            return Ok(FetchRecords::Mem(Bytes::new()));
-        }
-        if let Some(hit) = self
-            .recent
-            .borrow()
-            .read(fetch_offset, max_bytes, max_offset_exclusive)
-        {
-            return Ok(FetchRecords::Mem(hit));
-        }
-        let segs = self.segments_snapshot();
-        let ahead = {
-            let mut v = self.ahead.borrow_mut();
-            v.iter()
-                .position(|w| w.fits(fetch_offset, max_bytes, max_offset_exclusive, &segs))
-                .map(|i| v.remove(i))
-        };
-        if let Some(w) = ahead {
-            if let Some((data, seg, pos, next)) = w.take().await {
-                self.read_ahead(
-                    &seg,
-                    pos + data.len() as u64,
-                    next,
-                    max_bytes,
-                    max_offset_exclusive,
-                );
-                return Ok(FetchRecords::Mem(data));
-            }
-        }
-        let first = segs
-            .partition_point(|s| s.base_offset <= fetch_offset)
-            .saturating_sub(1);
-        let last = segs.len().saturating_sub(1);
-        for (i, seg) in segs.iter().enumerate().skip(first) {
-            let Some((pos, first_len, first_last)) = seg.locate_batch(fetch_offset).await? else {
-                continue;
-            };
-            if let Some(min) = splice_min.filter(|_| seg.next_offset() <= max_offset_exclusive) {
-                // The active segment's last block is rewritten by the next
-                // O_DIRECT append (its unaligned tail): only whole blocks
-                // before it are read through the page cache.
-                let size = seg.size();
-                let safe_end = if i == last && seg.file.is_direct() {
-                    size - size % super::file::ALIGN
-                } else {
-                    size
-                };
-                if let Some(range) =
-                    seg.file_range(pos, (first_len, first_last), max_bytes, min, safe_end)
-                {
-                    return Ok(FetchRecords::File(range));
-                }
-            }
-            let (data, next) = seg.read_from(pos, max_bytes, max_offset_exclusive).await?;
-            if data.len() >= super::readahead::MIN_READ {
-                self.read_ahead(
-                    seg,
-                    pos + data.len() as u64,
-                    next,
-                    max_bytes,
-                    max_offset_exclusive,
-                );
-            }
-            return Ok(FetchRecords::Mem(data));
-        }
-        Ok(FetchRecords::Mem(Bytes::new()))
-    }
-
-    /// Starts reading the window after a segment-file read of a reader
-    /// catching up, for its next fetch (`readahead.rs`), beside the windows
-    /// of readers at other offsets.
-    fn read_ahead(
-        &self,
-        seg: &Rc<Segment>,
-        pos: u64,
-        next: i64,
-        max_bytes: usize,
-        max_offset_exclusive: i64,
-    ) {
-        // Windows ended (taken, failed, expired) or for the same offset, and
-        // the oldest beyond the limit, give their budget back (on drop)
-        // before the new one asks for it.
-        {
-            let mut v = self.ahead.borrow_mut();
-            v.retain(|w| !w.is_done() && w.offset() != next);
-            let over = v.len().saturating_sub(super::readahead::PER_PARTITION - 1);
-            v.drain(..over);
-        }
-        if self.recent.borrow().holds(next) {
-            // The cache answers that offset: no disk read is needed.
-            return;
-        }
-        if let Some(w) = super::readahead::start(seg, pos, next, max_bytes, max_offset_exclusive) {
-            self.ahead.borrow_mut().push(w);
-        }
-    }
-
     pub fn log_start_offset(&self) -> i64 {
         self.log_start.get()
     }
@@ -528,27 +450,9 @@ impl PartitionLog {
         self.log_end.get()
     }
 
+    /// The epoch stamped on leader appends.
     pub fn leader_epoch(&self) -> i32 {
-        self.leader_epoch
-    }
-
-    /// Earliest record with timestamp >= `timestamp_ms`, as (offset, timestamp).
-    pub async fn offset_for_timestamp(&self, timestamp_ms: i64) -> Result<Option<(i64, i64)>> {
-        let start = self.log_start.get();
-        for seg in self.segments_snapshot() {
-            let Some((max, _)) = seg.max_timestamp() else {
-                continue;
-            };
-            if max < timestamp_ms || seg.next_offset() <= start {
-                continue;
-            }
-            if let Some((off, ts)) = seg.find_timestamp(timestamp_ms).await? {
-                if off >= start {
-                    return Ok(Some((off, ts)));
-                }
-            }
-        }
-        Ok(None)
+        self.leader_epoch.get()
     }
 
     /// (max timestamp, offset of the record holding it); (-1, -1) when empty.

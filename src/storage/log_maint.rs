@@ -1,6 +1,7 @@
 //! Segment lifecycle of a `PartitionLog`: rolling, retention (bytes and time), DeleteRecords,
 //! clean close and deletion of the whole partition. Rolls and clean close also snapshot the
-//! producer state (`log_producers.rs`); housekeeping expires idle producers.
+//! producer state (`log_producers.rs`); housekeeping expires idle producers. A log start moved
+//! by retention or DeleteRecords moves the first leader epoch entry with it (`log_epochs.rs`).
 
 use std::rc::Rc;
 
@@ -22,18 +23,28 @@ impl PartitionLog {
         now_ms: i64,
     ) -> Result<()> {
         let active = self.active();
-        if active.is_empty() {
-            return Ok(());
+        if !active.is_empty() && self.roll_due(&active, cfg, incoming, last_offset, now_ms) {
+            self.roll().await?;
         }
+        Ok(())
+    }
+
+    /// Whether the (non-empty) active segment must be rolled before an append of `incoming`
+    /// bytes ending at `last_offset` (see `maybe_roll`).
+    pub(crate) fn roll_due(
+        &self,
+        active: &Segment,
+        cfg: &LogConfig,
+        incoming: u64,
+        last_offset: i64,
+        now_ms: i64,
+    ) -> bool {
         // Positions in the index are u32: never let a segment grow past 2 GiB.
         let max_size = cfg.segment_bytes.min(i32::MAX as u64);
         let by_size = active.size() + incoming > max_size;
         let by_index = active.index_full(cfg.segment_index_bytes);
         let by_offset = last_offset - active.base_offset >= i64::from(u32::MAX);
-        if by_size || by_index || by_offset || self.segment_expired(&active, cfg, now_ms) {
-            self.roll().await?;
-        }
-        Ok(())
+        by_size || by_index || by_offset || self.segment_expired(active, cfg, now_ms)
     }
 
     fn segment_expired(&self, seg: &Segment, cfg: &LogConfig, now_ms: i64) -> bool {
@@ -43,13 +54,21 @@ impl PartitionLog {
 
     /// Seals the active segment and starts a new one at the log end. Caller holds the append lock.
     pub(crate) async fn roll(&self) -> Result<()> {
+        self.roll_at(self.log_end.get()).await
+    }
+
+    /// `roll`, the new segment starting at `base` (>= the log end, which moves there: a
+    /// follower's next batch may start past it, after offsets its compacted leader no longer
+    /// has). Caller holds the append lock.
+    pub(crate) async fn roll_at(&self, base: i64) -> Result<()> {
         let old = self.active();
         old.seal().await?;
         let mode = self.config.borrow().io_mode;
-        let seg = Segment::create(&self.dir, self.log_end.get(), mode).await?;
+        let seg = Segment::create(&self.dir, base, mode).await?;
         self.segments.borrow_mut().push(Rc::new(seg));
         // Persist the new segment's directory entry and the renamed index files.
         sync_dir(&self.dir).await?;
+        self.log_end.set(self.log_end.get().max(base));
         // The sealed segment was synced: everything before the new base is durable.
         self.durable_end
             .set(self.durable_end.get().max(self.log_end.get()));
@@ -58,7 +77,7 @@ impl PartitionLog {
         Ok(())
     }
 
-    async fn lock(&self) -> Result<glommio::sync::Permit<'_>> {
+    pub(crate) async fn lock(&self) -> Result<glommio::sync::Permit<'_>> {
         self.append_lock
             .acquire_permit(1)
             .await
@@ -119,6 +138,7 @@ impl PartitionLog {
         }
         if deleted {
             self.prune_producer_snapshots()?;
+            self.epochs_start_at(self.log_start.get()).await?;
         }
         self.expire_producers(now_ms);
         Ok(())
@@ -157,6 +177,7 @@ impl PartitionLog {
             self.recompute_max_timestamp().await?;
         }
         self.prune_producer_snapshots()?;
+        self.epochs_start_at(offset).await?;
         Ok(offset)
     }
 

@@ -6,11 +6,14 @@
 //! (offset/time indexes), `cache` (recent batches in memory), `readahead` (the next window of a
 //! reader catching up from segment files, read while its answer travels), `reclaim` (deleted
 //! segment files freed off the shards), `file` (DMA/buffered file I/O), `segment*` (one segment: append, read,
-//! recovery), `log*` (`PartitionLog`: the public API and segment lifecycle), `compact*` (the log
+//! recovery), `log*` (`PartitionLog`: the public API, reads and segment lifecycle), `compact*` (the log
 //! cleaner for `cleanup.policy=compact`: pass selection and swap, batch rewriting, crash-safe
 //! swap files and checkpoint), `producer_*` (idempotent producers' per-partition state: sequence
 //! and epoch checks, snapshot files; `log_producers` ties them to the log: recovery, expiry),
 //! `log_txn` and `txn_index` (transactions: markers, last stable offset, `.txnindex`),
+//! `epoch_cache` and `log_epochs` (leader epochs and their start offsets,
+//! `leader-epoch-checkpoint`), `log_replica` (a follower's appends of its leader's batches),
+//! `log_truncate` and `segment_truncate` (truncation for replication),
 //! `log_dirs` (disk-error classification, offline log dirs), `verify` (the offline checker behind
 //! `sluice log verify`).
 
@@ -23,6 +26,7 @@ mod compact_rewrite;
 mod compact_tests;
 mod compression;
 mod config;
+mod epoch_cache;
 mod error;
 mod file;
 #[cfg(any(fuzzing, test))]
@@ -30,10 +34,16 @@ pub mod fuzzing;
 mod index;
 mod log;
 pub mod log_dirs;
+mod log_epochs;
 mod log_maint;
 mod log_producers;
+mod log_read;
+mod log_replica;
+#[cfg(test)]
+mod log_replica_tests;
 #[cfg(test)]
 mod log_tests;
+mod log_truncate;
 mod log_txn;
 #[cfg(test)]
 mod log_txn_tests;
@@ -48,10 +58,12 @@ mod reclaim;
 mod segment;
 mod segment_read;
 mod segment_recover;
+mod segment_truncate;
 #[cfg(test)]
 mod testutil;
 mod txn_index;
 pub mod verify;
+mod verify_checkpoints;
 #[cfg(test)]
 mod verify_tests;
 
@@ -60,6 +72,7 @@ pub use batch::{
 };
 pub use compact::CompactionStats;
 pub use config::{CleanupPolicy, IoMode, LogConfig, TimestampType};
+pub use epoch_cache::EpochEntry;
 pub use error::StorageError;
 /// Public for the criterion benchmarks (`benches/storage.rs`).
 pub use index::OffsetIndex;

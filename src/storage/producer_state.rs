@@ -16,7 +16,9 @@
 //!
 //! The staged entries replace the live ones only after the bytes were written (`apply`), so a
 //! failed append leaves the state untouched. Recovery (`log_producers.rs`) replays stored batch
-//! headers through `replay`, which records without checking, as Kafka's replication origin does.
+//! headers through `replay`, which records without checking, as Kafka's replication origin does;
+//! a follower's appends (`PartitionLog::append_replicated`) go through `stage_replicated`, which
+//! records the same way but, like `stage`, leaves the live state alone until `apply`.
 
 use std::collections::{BTreeMap, VecDeque};
 
@@ -147,6 +149,24 @@ impl ProducerBatch {
         out
     }
 
+    /// The producer fields of each batch of a replicated record set, whose offsets and
+    /// timestamps are final (`PartitionLog::append_replicated`).
+    pub fn from_stored(infos: &[BatchInfo]) -> Vec<ProducerBatch> {
+        infos
+            .iter()
+            .map(|b| ProducerBatch {
+                producer_id: b.producer_id,
+                epoch: b.producer_epoch,
+                base_sequence: b.base_sequence,
+                last_offset_delta: b.last_offset_delta,
+                first_offset: b.base_offset,
+                max_timestamp: b.max_timestamp,
+                transactional: b.attributes & ATTR_TRANSACTIONAL != 0,
+                control: b.attributes & ATTR_CONTROL != 0,
+            })
+            .collect()
+    }
+
     /// Sequence of the batch's last record: Kafka's `baseSequence + lastOffsetDelta`, wrapping
     /// past `i32::MAX` to 0.
     pub fn last_sequence(&self) -> i32 {
@@ -254,6 +274,43 @@ impl ProducerStateMap {
             )),
             _ => Ok(Staged::Append { updated, ended }),
         }
+    }
+
+    /// A follower's `stage`: records a replicated record set's batches without any check (its
+    /// leader checked them; Kafka's replication origin), returning each producer's entry after
+    /// the set and the transactions its control batches end, for `apply` once it is written.
+    /// Recording the sequences is what lets this replica, should it become leader, answer a
+    /// producer's retry of one of these batches as a duplicate.
+    pub fn stage_replicated(
+        &self,
+        batches: &[ProducerBatch],
+    ) -> (BTreeMap<i64, ProducerEntry>, Vec<TxnEnd>) {
+        let mut updated: BTreeMap<i64, ProducerEntry> = BTreeMap::new();
+        let mut ended = Vec::new();
+        for (i, b) in batches.iter().enumerate() {
+            if b.producer_id < 0 {
+                continue;
+            }
+            let mut entry = match updated.remove(&b.producer_id) {
+                Some(e) => e,
+                None => self
+                    .producers
+                    .get(&b.producer_id)
+                    .cloned()
+                    .unwrap_or_else(|| ProducerEntry::new(b.epoch)),
+            };
+            if b.control {
+                ended.push(TxnEnd {
+                    batch: i,
+                    producer_id: b.producer_id,
+                    first_offset: entry.current_txn_first_offset.unwrap_or(b.first_offset),
+                    marker_offset: b.first_offset,
+                });
+            }
+            entry.record(b);
+            updated.insert(b.producer_id, entry);
+        }
+        (updated, ended)
     }
 
     /// Installs the entries of a staged append that was written.
@@ -414,6 +471,36 @@ mod tests {
         assert_eq!(e.current_txn_first_offset, None);
         assert_eq!(e.last_sequence(), 1);
         assert_eq!(m.expire(i64::MAX, 1), 1);
+    }
+
+    #[test]
+    fn replicated_batches_are_recorded_without_checks() {
+        let mut m = ProducerStateMap::default();
+        append(&mut m, &[pb(1, 0, 0, 2, 0)]).expect("first");
+        // Out of sequence and an older epoch: a leader accepted them, so a follower records them.
+        let mut t = pb(2, 3, 7, 1, 2);
+        t.transactional = true;
+        let mut marker = pb(2, 3, -1, 1, 9);
+        marker.control = true;
+        let (updated, ended) = m.stage_replicated(&[pb(1, 0, 5, 2, 2), t, marker]);
+        assert_eq!(
+            ended,
+            vec![TxnEnd {
+                batch: 2,
+                producer_id: 2,
+                first_offset: 2,
+                marker_offset: 9
+            }]
+        );
+        assert_eq!(m.producers[&1].last_sequence(), 1, "staged only");
+        m.apply(updated);
+        assert_eq!(m.producers[&1].last_sequence(), 6);
+        assert_eq!(m.producers[&2].current_txn_first_offset, None);
+        // The recorded batch is now a duplicate for the leader path.
+        assert!(matches!(
+            m.stage(&[pb(1, 0, 5, 2, 20)]),
+            Ok(Staged::Duplicate { first, .. }) if first.first_offset == 2
+        ));
     }
 
     #[test]

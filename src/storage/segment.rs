@@ -1,6 +1,7 @@
 //! One log segment: its `.log` file, logical size, unaligned tail (for O_DIRECT appends) and
 //! in-memory offset/time indexes. Appending, sealing and removal live here; reading in
-//! `segment_read.rs`, recovery in `segment_recover.rs`.
+//! `segment_read.rs`, recovery in `segment_recover.rs`, cutting back (truncation) in
+//! `segment_truncate.rs`.
 
 use std::cell::RefCell;
 use std::path::{Path, PathBuf};
@@ -103,6 +104,10 @@ pub(crate) struct AppendPlan<'a> {
     pub index_interval: usize,
     /// Wall-clock time of the append.
     pub now_ms: i64,
+    /// A follower's append of its leader's batches: stored as they are (offsets, epoch and
+    /// timestamps final, each batch at its own base offset); `first_offset`, `leader_epoch` and
+    /// `append_time` are not used.
+    pub replicated: bool,
 }
 
 impl Segment {
@@ -178,15 +183,17 @@ impl Segment {
             let b = buf.as_mut();
             let mut at = lead;
             let mut offset = plan.first_offset;
-            for bi in plan.batches {
-                patch_batch(
-                    &mut b[at..at + bi.size],
-                    offset,
-                    plan.leader_epoch,
-                    plan.append_time,
-                );
-                at += bi.size;
-                offset += i64::from(bi.last_offset_delta) + 1;
+            if !plan.replicated {
+                for bi in plan.batches {
+                    patch_batch(
+                        &mut b[at..at + bi.size],
+                        offset,
+                        plan.leader_epoch,
+                        plan.append_time,
+                    );
+                    at += bi.size;
+                    offset += i64::from(bi.last_offset_delta) + 1;
+                }
             }
             let keep = if self.file.is_direct() {
                 (new_size % ALIGN) as usize
@@ -205,6 +212,9 @@ impl Segment {
         let mut pos = size;
         let mut offset = plan.first_offset;
         for bi in plan.batches {
+            if plan.replicated {
+                offset = bi.base_offset;
+            }
             let last = offset + i64::from(bi.last_offset_delta);
             let noted = NotedBatch {
                 base_offset: offset,

@@ -103,7 +103,7 @@ impl<'a> Window<'a> {
     }
 }
 
-fn corrupt_at(seg: &Segment, pos: u64) -> StorageError {
+pub(crate) fn corrupt_at(seg: &Segment, pos: u64) -> StorageError {
     StorageError::Io(format!(
         "no valid batch header at position {pos} of {}",
         seg.file.path().display()
@@ -273,6 +273,29 @@ impl Segment {
             pos += n as u64;
         }
         Ok(())
+    }
+
+    /// The headers of the segment's first and last batches (None when it is empty): the last
+    /// found by a walk from the last offset-index entry, so at most an index interval of
+    /// headers is read.
+    pub async fn first_and_last_headers(&self) -> Result<Option<(BatchHeader, BatchHeader)>> {
+        let (mut pos, size) = {
+            let st = self.st.borrow();
+            let last_entry = st.index.entries.last().map_or(0, |&(_, p)| u64::from(p));
+            (last_entry, st.size)
+        };
+        if size == 0 {
+            return Ok(None);
+        }
+        let mut w = Window::new(&self.file, size, LOCATE_WINDOW);
+        let (first, _) = w.header(0).await?.ok_or_else(|| corrupt_at(self, 0))?;
+        let mut last = first;
+        while pos < size {
+            let (h, n) = w.header(pos).await?.ok_or_else(|| corrupt_at(self, pos))?;
+            last = h;
+            pos += n as u64;
+        }
+        Ok(Some((first, last)))
     }
 
     /// The first record with timestamp >= `ts` in this segment, as (offset, timestamp).

@@ -5,8 +5,9 @@
 //! increasing within and across segments, first batch not below the file name, the last
 //! batch complete), `.index` (format, increasing, each entry at a batch start with that
 //! offset), `.timeindex` (format, increasing, offsets inside the segment), `.txnindex`,
-//! producer `.snapshot` files (format and CRC), the DeleteRecords and cleaner checkpoints, and
-//! files a crash leaves behind. What recovery repairs by design (a torn tail of the active
+//! producer `.snapshot` files (format and CRC), the DeleteRecords and cleaner checkpoints, the
+//! `leader-epoch-checkpoint` (format, CRC, ascending, within the log, no batch of a later
+//! epoch than its latest), and files a crash leaves behind. What recovery repairs by design (a torn tail of the active
 //! segment, its stale indexes, leftovers of an interrupted write or cleaning pass) is a
 //! warning; everything else is an error.
 
@@ -16,12 +17,13 @@ use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
 use super::batch::{batch_crc, BatchHeader, HEADER_LEN};
-use super::compact_files::{CleanerCheckpoint, CLEANED_SUFFIX, CLEANER_CHECKPOINT, SWAP_MANIFEST};
+use super::compact_files::{CLEANED_SUFFIX, CLEANER_CHECKPOINT, SWAP_MANIFEST};
 use super::index::{OffsetIndex, TimeIndex};
-use super::log::{CLEAN_MARKER, START_CHECKPOINT};
+use super::log::CLEAN_MARKER;
 use super::producer_snapshot;
 use super::segment::Segment;
 use super::txn_index;
+use super::verify_checkpoints::{check_checkpoints, check_epoch_checkpoint, log_start, LogRange};
 
 /// Largest batch the checker reads into memory (a size field above it is corruption).
 const BATCH_BYTES_MAX: usize = 256 << 20;
@@ -97,6 +99,8 @@ struct SegScan {
     next_offset: i64,
     /// End of the last valid batch.
     end: u64,
+    /// Largest partitionLeaderEpoch of its batches (-1 when none).
+    max_epoch: i32,
 }
 
 /// Checks one partition directory, adding to `report`.
@@ -131,6 +135,8 @@ pub fn verify_partition(dir: &Path, report: &mut Report) {
     let clean = dir.join(CLEAN_MARKER).exists();
     let mut expected: Option<i64> = None;
     let mut log_end = bases.first().copied().unwrap_or(0);
+    let mut max_epoch = -1;
+    let batches_before = report.batches;
     for (i, &base) in bases.iter().enumerate() {
         let active = i + 1 == bases.len();
         let path = Segment::log_path(dir, base);
@@ -155,6 +161,7 @@ pub fn verify_partition(dir: &Path, report: &mut Report) {
         check_offset_index(dir, base, &scan, active, report);
         check_time_index(dir, base, &scan, active, report);
         check_txn_index(dir, base, active, report);
+        max_epoch = max_epoch.max(scan.max_epoch);
         expected = Some(scan.next_offset);
         log_end = scan.next_offset;
     }
@@ -177,6 +184,14 @@ pub fn verify_partition(dir: &Path, report: &mut Report) {
         }
     }
     check_checkpoints(dir, bases.first().copied(), log_end, report);
+    let log = LogRange {
+        start: log_start(dir, bases.first().copied(), log_end),
+        end: log_end,
+        has_batches: report.batches > batches_before,
+        max_epoch,
+        clean,
+    };
+    check_epoch_checkpoint(dir, &log, report);
 }
 
 /// Reads `len` bytes at `pos` (fewer at end of file).
@@ -221,6 +236,7 @@ fn scan_segment(
         starts: HashMap::new(),
         next_offset: base,
         end: 0,
+        max_epoch: -1,
     };
     let mut pos = 0u64;
     let mut first = true;
@@ -313,6 +329,7 @@ fn scan_segment(
             );
         }
         first = false;
+        scan.max_epoch = scan.max_epoch.max(h.leader_epoch);
         scan.starts.insert(pos, h.base_offset);
         scan.next_offset = scan.next_offset.max(h.last_offset() + 1);
         report.batches += 1;
@@ -439,37 +456,6 @@ fn check_txn_index(dir: &Path, base: i64, active: bool, report: &mut Report) {
             report.warn(&path, at, format!("{why} (rebuilt from the log on open)"));
         } else {
             report.error(&path, at, why);
-        }
-    }
-}
-
-fn check_checkpoints(dir: &Path, first_base: Option<i64>, log_end: i64, report: &mut Report) {
-    let path = dir.join(START_CHECKPOINT);
-    if let Ok(b) = std::fs::read(&path) {
-        match String::from_utf8_lossy(&b).trim().parse::<i64>() {
-            Ok(o) if o < 0 => report.error(&path, None, format!("negative log start offset {o}")),
-            Ok(o) if o > log_end => report.error(
-                &path,
-                None,
-                format!("log start offset {o} is past the log end {log_end}"),
-            ),
-            Ok(o) if first_base.is_some_and(|b| o < b) => report.warn(
-                &path,
-                None,
-                format!("log start offset {o} is below the first segment (the first segment wins)"),
-            ),
-            Ok(_) => {}
-            Err(_) => report.error(&path, None, "not a number"),
-        }
-    }
-    let path = dir.join(CLEANER_CHECKPOINT);
-    if let Ok(b) = std::fs::read(&path) {
-        if CleanerCheckpoint::decode(&b).is_none() {
-            report.warn(
-                &path,
-                None,
-                "unreadable cleaner checkpoint (the next pass starts over)",
-            );
         }
     }
 }

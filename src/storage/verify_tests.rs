@@ -144,3 +144,42 @@ fn offset_gap_between_segments_is_an_error() {
         r.problems
     );
 }
+
+#[test]
+fn leader_epoch_checkpoint_is_checked() {
+    use super::epoch_cache::{EpochCache, EPOCH_CHECKPOINT};
+    let dir = tempfile::tempdir().expect("tempdir");
+    write_log(dir.path(), IoMode::Buffered);
+    let path = dir.path().join(EPOCH_CHECKPOINT);
+    let good = std::fs::read(&path).expect("written by the first append");
+    let only = |r: &Report, warning: bool, what: &str| {
+        r.problems.len() == 1
+            && r.problems[0].warning == warning
+            && r.problems[0].what.contains(what)
+            && r.problems[0].file == path
+    };
+    // A flipped byte.
+    let mut b = good.clone();
+    b[12] ^= 0x01;
+    std::fs::write(&path, &b).expect("write");
+    let r = check(dir.path());
+    assert!(only(&r, false, "CRC"), "{:?}", r.problems);
+    // Missing, for a log with batches: rebuilt on open.
+    std::fs::remove_file(&path).expect("rm");
+    let r = check(dir.path());
+    assert!(only(&r, true, "missing"), "{:?}", r.problems);
+    // Batches of an epoch the checkpoint does not know.
+    std::fs::write(&path, EpochCache::default().encode()).expect("write");
+    let r = check(dir.path());
+    assert!(only(&r, false, "leader epoch 0"), "{:?}", r.problems);
+    // An entry past the log end: an error after a clean stop, a warning after a crash.
+    let mut c = EpochCache::default();
+    c.assign(0, 0);
+    c.assign(1, 5000);
+    std::fs::write(&path, c.encode()).expect("write");
+    let r = check(dir.path());
+    assert!(only(&r, false, "past the log end"), "{:?}", r.problems);
+    std::fs::remove_file(dir.path().join(super::log::CLEAN_MARKER)).expect("unclean");
+    let r = check(dir.path());
+    assert!(only(&r, true, "past the log end"), "{:?}", r.problems);
+}
