@@ -167,3 +167,86 @@ def test_min_insync_replicas_refuses_acks_all_but_not_acks_1(broker_factory):
     assert len(res) == 1 and res[0] is not None
     assert res[0].code() == KafkaError.NOT_ENOUGH_REPLICAS, res[0]
     assert produce("1") == [None]
+
+
+def segment_bytes(b, topic, partition=0):
+    """The records of a replica, all segments in offset order (followers store the leader's
+    batches unchanged, so in-sync replicas hold the same bytes)."""
+    d = b.data_dir / f"{topic}-{partition}"
+    return b"".join(f.read_bytes() for f in sorted(d.glob("*.log")))
+
+
+def produce_acked(b, topic, values, acks="all", partition=0):
+    res = []
+    p = Producer({"bootstrap.servers": b.bootstrap, "acks": acks, "linger.ms": 0,
+                  "message.timeout.ms": 20_000})
+    for v in values:
+        p.produce(topic, value=v, partition=partition, on_delivery=lambda e, m: res.append(e))
+    p.flush(30)
+    return res
+
+
+def test_divergent_tail_of_a_dead_leader_is_truncated_when_it_returns(broker_factory):
+    """A leader that wrote past the high watermark (acks=1, followers paused) and died: a
+    follower takes over, and the old leader, back, truncates its tail by leader epoch."""
+    import os
+    import signal
+    nodes = rcluster(broker_factory)
+    create(nodes[0], "div", 1, 3)
+    wait_until("full ISR", lambda: full_isr(nodes[0], "div", 1), timeout=30)
+    leader = partitions(nodes[0], "div")[0].leader
+    old = nodes[leader - 1]
+    followers = [b for b in nodes if b is not old]
+    assert produce_acked(old, "div", [f"c{i}".encode() for i in range(100)]) == [None] * 100
+
+    # Followers stop fetching (paused well inside the ISR lag and session timeouts); the
+    # leader takes acks=1 records no follower gets, and dies.
+    for f in followers:
+        os.kill(f.proc.pid, signal.SIGSTOP)
+    # Let the fetches they had waiting at the leader end (replica.fetch.wait.max.ms), so
+    # the records below reach no follower, not even through a socket buffer.
+    time.sleep(0.6)
+    try:
+        assert produce_acked(old, "div", [f"lost{i}".encode() for i in range(50)], acks="1") \
+            == [None] * 50
+        old.kill()
+    finally:
+        for f in followers:
+            os.kill(f.proc.pid, signal.SIGCONT)
+    wait_until("a follower leads", lambda: partitions(followers[0], "div")[0].leader
+               in {2, 3, 1} - {leader}, timeout=30)
+    new_leader = nodes[partitions(followers[0], "div")[0].leader - 1]
+    assert produce_acked(new_leader, "div", [f"n{i}".encode() for i in range(30)]) == [None] * 30
+
+    # The old leader returns: it truncates the divergent tail, catches up and rejoins.
+    old.start(timeout=JOIN_TIMEOUT_S)
+    wait_until("old leader back in the ISR", lambda: full_isr(new_leader, "div", 1), timeout=60)
+    assert "truncating a divergent tail" in old.log_path.read_text()
+    got = consume_all(new_leader, "div", 1, 130)[0]
+    assert got == [f"c{i}".encode() for i in range(100)] + [f"n{i}".encode() for i in range(30)]
+    # Every replica holds the same bytes: the lost tail is gone from the old leader too.
+    for b in nodes:
+        b.stop()
+    data = [segment_bytes(b, "div") for b in nodes]
+    assert data[0] == data[1] == data[2], [len(d) for d in data]
+    assert b"lost" not in data[0]
+
+
+def test_whole_cluster_kill_and_restart_keeps_every_acknowledged_record(broker_factory):
+    nodes = rcluster(broker_factory)
+    create(nodes[0], "keep", 3, 3)
+    wait_until("full ISRs", lambda: full_isr(nodes[0], "keep", 3), timeout=30)
+    for part in range(3):
+        vals = [f"{part}:{i}".encode() for i in range(2000)]
+        assert produce_acked(nodes[part], "keep", vals, partition=part) == [None] * 2000
+    for b in nodes:
+        b.kill()
+    for b in nodes:
+        b.spawn()
+    for b in nodes:
+        wait_until(f"{b.name} back", lambda b=b: b.alive(), timeout=JOIN_TIMEOUT_S)
+    wait_until("leaders and full ISRs", lambda: full_isr(nodes[0], "keep", 3), timeout=60)
+    got = consume_all(nodes[1], "keep", 3, 6000)
+    for part in range(3):
+        assert got[part] == [f"{part}:{i}".encode() for i in range(2000)], \
+            f"partition {part}: {len(got[part])} of 2000"

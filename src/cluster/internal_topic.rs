@@ -147,8 +147,11 @@ pub async fn read_all(
     partition: i32,
     mut f: impl FnMut(ReadRecord),
 ) -> anyhow::Result<()> {
-    let Some(p) = partition_manager::get(topic, partition).await? else {
-        return Ok(());
+    let p = match partition_manager::get(topic, partition).await {
+        Ok(Some(p)) => p,
+        // Led by another broker (or by none): its coordinator state is loaded there.
+        Ok(None) | Err(crate::storage::StorageError::NotLeader(_)) => return Ok(()),
+        Err(e) => return Err(e.into()),
     };
     let end = p.log.log_end_offset();
     let mut at = p.log.log_start_offset();

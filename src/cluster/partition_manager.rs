@@ -45,7 +45,7 @@ impl Partition {
         if r.is_leader() {
             r.advance(end);
         }
-        r.high_watermark.min(end)
+        r.high_watermark.clamp(self.log.log_start_offset(), end)
     }
 
     /// Applies the image's assignment of this partition: becoming its leader stamps the new
@@ -61,8 +61,10 @@ impl Partition {
                     tracing::error!(topic = %self.topic, partition = self.index, error = %e,
                         "cannot record the new leader epoch");
                 }
-                tracing::info!(topic = %self.topic, partition = self.index, epoch = a.leader_epoch,
-                    log_end_offset = end, isr = ?a.isr, "leading the partition");
+                if a.replicas.len() > 1 {
+                    tracing::info!(topic = %self.topic, partition = self.index, epoch = a.leader_epoch,
+                        log_end_offset = end, isr = ?a.isr, "leading the partition");
+                }
             }
             Transition::BecameFollower { leader } => {
                 self.log.set_leader_epoch(a.leader_epoch);
@@ -112,6 +114,9 @@ type Parts = HashMap<String, HashMap<i32, Rc<Partition>>>;
 
 struct Manager {
     parts: RefCell<Parts>,
+    /// Set by [`close_all`]: no log is opened again while the shard stops (a follower's
+    /// fetch arriving then would reopen a log being closed).
+    closing: Cell<bool>,
     /// Serialises opens so two requests never open the same log twice.
     open_lock: Rc<glommio::sync::Semaphore>,
 }
@@ -119,6 +124,7 @@ struct Manager {
 thread_local! {
     static MANAGER: Manager = Manager {
         parts: RefCell::new(HashMap::new()),
+        closing: Cell::new(false),
         open_lock: Rc::new(glommio::sync::Semaphore::new(1)),
     };
 }
@@ -204,6 +210,12 @@ async fn open(t: &TopicMeta, index: i32) -> Result<Rc<Partition>, StorageError> 
         .map_err(|e| StorageError::Io(e.to_string()))?;
     if let Some(p) = lookup(&t.name, index) {
         return Ok(p);
+    }
+    if MANAGER.with(|m| m.closing.get()) {
+        return Err(StorageError::NotLeader(format!(
+            "{}-{index}: the broker is shutting down",
+            t.name
+        )));
     }
     let cfg = broker_config();
     let pm = t
@@ -409,6 +421,7 @@ pub fn open_sizes() -> Vec<(String, i32, u64)> {
 /// Flushes and closes every open log (clean shutdown).
 pub async fn close_all() {
     let parts: Vec<Rc<Partition>> = MANAGER.with(|m| {
+        m.closing.set(true);
         m.parts
             .borrow_mut()
             .drain()

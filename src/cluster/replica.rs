@@ -121,6 +121,12 @@ impl Replica {
     /// (the start of a new leader epoch), `now_ms` the clock.
     pub fn apply(&mut self, a: &Assignment, log_end: i64, now_ms: i64) -> Transition {
         let epoch_changed = a.leader_epoch != self.leader_epoch;
+        if self.partition_epoch < 0 && a.replicas.len() > 1 {
+            // Just opened: what this replica holds past the high watermark is not known to
+            // be committed (the high watermark is not checkpointed), so it starts from the
+            // log start and is learned again from the leader or the ISR.
+            self.high_watermark = 0;
+        }
         self.partition_epoch = a.partition_epoch;
         self.replicas = a.replicas.clone();
         self.isr = a.isr.clone();
