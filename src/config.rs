@@ -99,6 +99,10 @@ pub const BROKER_SETTINGS: &[BrokerSetting] = &[
     BrokerSetting { key: "group.max.session.timeout.ms", default: "1800000", doc: "largest session.timeout.ms a group member may ask for" },
     BrokerSetting { key: "group.max.size", default: "2147483647", doc: "most members in one group (else GROUP_MAX_SIZE_REACHED)" },
     BrokerSetting { key: "offsets.topic.num.partitions", default: "50", doc: "partitions of __consumer_offsets, fixed when it is first created; a group lives on partition hash(group.id) mod this" },
+    BrokerSetting { key: "offsets.topic.replication.factor", default: "3", doc: "replication factor of __consumer_offsets when it is created, capped at the live broker count then (Kafka refuses to create it below this; Sluice creates it with what there is)" },
+    BrokerSetting { key: "offsets.commit.timeout.ms", default: "5000", doc: "how long a group coordinator's write (offset commit, group state) waits for the offsets partition's in-sync replicas before the request fails" },
+    BrokerSetting { key: "transaction.state.log.replication.factor", default: "3", doc: "replication factor of __transaction_state when it is created, capped at the live broker count then" },
+    BrokerSetting { key: "transaction.state.log.min.isr", default: "2", doc: "min.insync.replicas of __transaction_state (capped at its replication factor)" },
     BrokerSetting { key: "offsets.topic.segment.bytes", default: "104857600", doc: "segment.bytes of __consumer_offsets (small segments let compaction run sooner)" },
     BrokerSetting { key: "offsets.retention.minutes", default: "10080", doc: "committed offsets of a group that has been empty this long are deleted" },
     BrokerSetting { key: "offsets.retention.check.interval.ms", default: "600000", doc: "how often each shard looks for expired offsets" },
@@ -196,6 +200,8 @@ pub struct TxnSettings {
     pub id_expiration_ms: i64,
     pub state_partitions: i32,
     pub state_segment_bytes: i64,
+    pub state_replication_factor: i16,
+    pub state_min_isr: i16,
     pub abort_check_interval_ms: u64,
     pub expire_check_interval_ms: u64,
 }
@@ -207,6 +213,11 @@ impl TxnSettings {
             id_expiration_ms: parse_key(values, "transactional.id.expiration.ms")?,
             state_partitions: parse_key(values, "transaction.state.log.num.partitions")?,
             state_segment_bytes: parse_key(values, "transaction.state.log.segment.bytes")?,
+            state_replication_factor: parse_key(
+                values,
+                "transaction.state.log.replication.factor",
+            )?,
+            state_min_isr: parse_key(values, "transaction.state.log.min.isr")?,
             abort_check_interval_ms: parse_key(
                 values,
                 "transaction.abort.timed.out.transaction.cleanup.interval.ms",
@@ -235,6 +246,8 @@ pub struct GroupSettings {
     pub max_size: usize,
     pub offsets_partitions: i32,
     pub offsets_segment_bytes: i64,
+    pub offsets_replication_factor: i16,
+    pub offsets_commit_timeout_ms: u64,
     pub offsets_retention_ms: i64,
     pub offsets_retention_check_interval_ms: u64,
     pub offset_metadata_max_bytes: usize,
@@ -249,6 +262,8 @@ impl GroupSettings {
             max_size: parse_key(values, "group.max.size")?,
             offsets_partitions: parse_key(values, "offsets.topic.num.partitions")?,
             offsets_segment_bytes: parse_key(values, "offsets.topic.segment.bytes")?,
+            offsets_replication_factor: parse_key(values, "offsets.topic.replication.factor")?,
+            offsets_commit_timeout_ms: parse_key(values, "offsets.commit.timeout.ms")?,
             offsets_retention_ms: parse_key::<i64>(values, "offsets.retention.minutes")?
                 .saturating_mul(60_000),
             offsets_retention_check_interval_ms: parse_key(

@@ -250,3 +250,50 @@ def test_whole_cluster_kill_and_restart_keeps_every_acknowledged_record(broker_f
     for part in range(3):
         assert got[part] == [f"{part}:{i}".encode() for i in range(2000)], \
             f"partition {part}: {len(got[part])} of 2000"
+
+
+def test_consumer_group_keeps_its_offsets_when_its_coordinator_dies(broker_factory):
+    nodes = rcluster(broker_factory)
+    create(nodes[0], "work", 3, 3)
+    wait_until("full ISRs", lambda: full_isr(nodes[0], "work", 3), timeout=30)
+    bootstrap = ",".join(b.bootstrap for b in nodes)
+    assert produce_acked(nodes[0], "work", [f"w{i}".encode() for i in range(300)]) == [None] * 300
+    c = Consumer({"bootstrap.servers": bootstrap, "group.id": "survivors",
+                  "auto.offset.reset": "earliest", "enable.auto.commit": False,
+                  "session.timeout.ms": 6000})
+    c.subscribe(["work"])
+    seen = 0
+    deadline = time.monotonic() + 40
+    while seen < 300 and time.monotonic() < deadline:
+        for m in c.consume(100, 0.5):
+            if m.error() is None:
+                seen += 1
+    assert seen == 300
+    c.commit(asynchronous=False)
+    before = {tp.partition: tp.offset
+              for tp in c.committed([TopicPartition("work", i) for i in range(3)], timeout=10)}
+    c.close()
+    assert before == {0: 300, 1: -1001, 2: -1001}, before  # -1001: nothing committed
+    # __consumer_offsets is replicated (offsets.topic.replication.factor, capped at 3).
+    offsets_parts = partitions(nodes[0], "__consumer_offsets")
+    assert all(len(p.replicas) == 3 for p in offsets_parts.values())
+
+    a = admin(nodes[0])  # alive until the answer arrives
+    desc = a.describe_consumer_groups(["survivors"])["survivors"].result(timeout=20)
+    coordinator = desc.coordinator.id
+    victim = nodes[coordinator - 1]
+    victim.kill()
+    survivors = [b for b in nodes if b is not victim]
+
+    def committed_now():
+        c2 = Consumer({"bootstrap.servers": ",".join(b.bootstrap for b in survivors),
+                       "group.id": "survivors", "enable.auto.commit": False})
+        try:
+            got = c2.committed([TopicPartition("work", i) for i in range(3)], timeout=10)
+            return {tp.partition: tp.offset for tp in got}
+        finally:
+            c2.close()
+
+    after = wait_until("offsets from the new coordinator",
+                       lambda: committed_now() if committed_now() == before else None, timeout=40)
+    assert after == before

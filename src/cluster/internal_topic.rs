@@ -16,24 +16,41 @@ pub const OFFSETS_TOPIC: &str = "__consumer_offsets";
 use super::{image, partition_manager};
 use crate::storage::StorageError;
 
-/// Creates the internal topic if it does not exist yet (compacted, with
-/// `partitions` partitions and `segment_bytes` segments). Err: a Kafka code.
-pub async fn ensure(name: &str, partitions: i32, segment_bytes: i64) -> Result<(), i16> {
+/// How an internal topic is created.
+pub struct InternalTopic<'a> {
+    pub name: &'a str,
+    pub partitions: i32,
+    pub segment_bytes: i64,
+    /// Wanted replication factor; capped at the live broker count when created.
+    pub replication_factor: i16,
+    /// `min.insync.replicas` to set (capped at the replication factor), if any.
+    pub min_isr: Option<i16>,
+}
+
+/// Creates the internal topic if it does not exist yet (compacted, with its
+/// partitions, segments and replicas). Err: a Kafka code.
+pub async fn ensure(t: InternalTopic<'_>) -> Result<(), i16> {
+    let name = t.name;
     if image().topic(name).is_some() {
         return Ok(());
     }
-    let configs = [
+    let live = image().live_brokers().count().max(1);
+    let rf = t.replication_factor.clamp(1, i16::try_from(live).unwrap_or(i16::MAX));
+    let mut configs: std::collections::BTreeMap<String, String> = [
         ("cleanup.policy", "compact".to_string()),
-        ("segment.bytes", segment_bytes.to_string()),
+        ("segment.bytes", t.segment_bytes.to_string()),
         ("compression.type", "producer".to_string()),
     ]
     .into_iter()
     .map(|(k, v)| (k.to_string(), v))
     .collect();
+    if let Some(m) = t.min_isr {
+        configs.insert("min.insync.replicas".into(), m.clamp(1, rf).to_string());
+    }
     let res = controller::create_topics(vec![NewTopic {
         name: name.to_string(),
-        partitions,
-        replication_factor: 1,
+        partitions: t.partitions,
+        replication_factor: rf,
         configs,
     }])
     .await;
@@ -126,7 +143,21 @@ pub async fn append(
     p.log.flush(res.last_offset).await.map_err(|e| {
         tracing::error!(topic, partition, error = %e, "syncing an internal topic");
         store_error(&e)
-    })
+    })?;
+    // Replicated: answer once every in-sync replica has it, as Kafka's coordinators write
+    // with acks=all; its errors map as Kafka's GroupMetadataManager maps them.
+    let timeout = std::time::Duration::from_millis(
+        partition_manager::broker_config().groups.offsets_commit_timeout_ms,
+    );
+    super::leader::wait_replicated(&p, res.last_offset, timeout)
+        .await
+        .map_err(|(code, message)| {
+            tracing::warn!(topic, partition, %message, "internal topic write not replicated");
+            match code {
+                E::NotLeaderOrFollower => E::NotCoordinator.code(),
+                _ => E::CoordinatorNotAvailable.code(),
+            }
+        })
 }
 
 /// One record read back from an internal topic.

@@ -53,6 +53,7 @@ impl Partition {
     /// fetcher for the leader. Wakes everything waiting on the partition.
     pub async fn apply_assignment(self: &Rc<Self>, a: &Assignment) {
         let end = self.log.log_end_offset();
+        let was_leader = self.replica.borrow().is_leader();
         let t = self.replica.borrow_mut().apply(a, end, crate::runtime::now_ms());
         match t {
             Transition::Same => {}
@@ -80,6 +81,13 @@ impl Partition {
         }
         super::fetcher::sync(self);
         self.appended.notify_all();
+        let leading = self.replica.borrow().is_leader();
+        if leading != was_leader {
+            let hooks = LEADERSHIP_HOOKS.lock().map(|h| h.clone()).unwrap_or_default();
+            for hook in hooks {
+                hook(&self.topic, self.index, leading);
+            }
+        }
     }
 
     /// Writes a transaction marker (`PartitionLog::append_marker`: durable when it returns) and
@@ -130,6 +138,19 @@ thread_local! {
 }
 
 static CONFIG: OnceLock<Arc<BrokerConfig>> = OnceLock::new();
+
+/// Called on a partition's owner shard when this broker starts (`true`) or stops leading
+/// it: the coordinators above load or drop the state they keep in their internal topics.
+pub type LeadershipHook = fn(&str, i32, bool);
+
+static LEADERSHIP_HOOKS: std::sync::Mutex<Vec<LeadershipHook>> = std::sync::Mutex::new(Vec::new());
+
+/// Registers a [`LeadershipHook`] (at start-up, before the shards open their partitions).
+pub fn on_leadership_change(hook: LeadershipHook) {
+    if let Ok(mut hooks) = LEADERSHIP_HOOKS.lock() {
+        hooks.push(hook);
+    }
+}
 
 /// Installs the broker config (once, at start-up).
 pub fn install_config(cfg: Arc<BrokerConfig>) {

@@ -29,11 +29,67 @@ thread_local! {
     /// Set once this shard has rebuilt its groups; until then requests get
     /// COORDINATOR_LOAD_IN_PROGRESS (another shard may already be serving).
     static LOADED: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+    /// Offsets partitions led here whose groups are loaded on this shard.
+    static LEADING: RefCell<std::collections::HashSet<i32>> = RefCell::new(std::collections::HashSet::new());
+    /// Leadership changes seen before the start-up load finished, handled after it.
+    static DEFERRED: RefCell<Vec<(i32, bool)>> = const { RefCell::new(Vec::new()) };
 }
 
 /// Whether this shard has finished loading its groups.
 pub fn loaded() -> bool {
     LOADED.with(std::cell::Cell::get)
+}
+
+/// Whether the groups of offsets partition `partition` are loaded here: false while this
+/// broker is taking over its leadership (COORDINATOR_LOAD_IN_PROGRESS).
+pub fn loaded_partition(partition: i32) -> bool {
+    loaded() && LEADING.with(|l| l.borrow().contains(&partition))
+}
+
+/// The `partition_manager` leadership hook: this broker started or stopped leading an
+/// offsets partition, so its groups are loaded from it, or dropped (their new coordinator
+/// loads them from its replica).
+pub fn on_leadership_change(topic: &str, partition: i32, leading: bool) {
+    if topic != OFFSETS_TOPIC {
+        return;
+    }
+    if !loaded() {
+        DEFERRED.with(|d| d.borrow_mut().push((partition, leading)));
+        return;
+    }
+    runtime::spawn(take_over(partition, leading));
+}
+
+async fn take_over(partition: i32, leading: bool) {
+    let n = image()
+        .topic(OFFSETS_TOPIC)
+        .map_or(1, |t| t.partitions.len() as i32);
+    LEADING.with(|l| l.borrow_mut().remove(&partition));
+    let dropped = GROUPS.with(|gs| {
+        let mut gs = gs.borrow_mut();
+        let before = gs.len();
+        gs.retain(|name, _| crate::group::partition_for(name, n) != partition);
+        before - gs.len()
+    });
+    if !leading {
+        tracing::info!(partition, groups = dropped, "no longer coordinating the groups of this offsets partition");
+        return;
+    }
+    match load_partitions(&[partition]).await {
+        Ok(loaded) => {
+            // Still leading (the leadership may have moved on while the partition was read).
+            let me = partition_manager::broker_config().node_id;
+            let still = !crate::cluster::multi_node()
+                || crate::cluster::leader_of(&image(), OFFSETS_TOPIC, partition) == me;
+            if still {
+                LEADING.with(|l| l.borrow_mut().insert(partition));
+                tracing::info!(partition, groups = loaded, "coordinating the groups of this offsets partition");
+            }
+        }
+        Err(e) => {
+            tracing::error!(partition, error = %format!("{e:#}"), "cannot load the groups of an offsets partition");
+        }
+    }
 }
 
 fn limits() -> Limits {
@@ -483,18 +539,47 @@ pub async fn load_owned() -> anyhow::Result<usize> {
     let img = image();
     let Some(t) = img.topic(OFFSETS_TOPIC) else {
         LOADED.with(|l| l.set(true));
+        run_deferred();
         return Ok(0);
     };
     let (me, n) = (runtime::shard_id(), runtime::nr_shards());
+    let node = partition_manager::broker_config().node_id;
+    let owned: Vec<i32> = t
+        .partitions
+        .iter()
+        .filter(|pm| owner_shard(OFFSETS_TOPIC, pm.index, n) == me)
+        .filter(|pm| !crate::cluster::multi_node() || pm.leader == node)
+        .map(|pm| pm.index)
+        .collect();
+    let loaded = load_partitions(&owned).await?;
+    LEADING.with(|l| l.borrow_mut().extend(owned.iter().copied()));
+    LOADED.with(|l| l.set(true));
+    run_deferred();
+    Ok(loaded)
+}
+
+/// Leadership changes that came while the start-up load ran.
+fn run_deferred() {
+    for (partition, leading) in DEFERRED.with(|d| std::mem::take(&mut *d.borrow_mut())) {
+        let me = partition_manager::broker_config().node_id;
+        let leads_now = !crate::cluster::multi_node()
+            || crate::cluster::leader_of(&image(), OFFSETS_TOPIC, partition) == me;
+        let loaded = LEADING.with(|l| l.borrow().contains(&partition));
+        if leading != loaded || leads_now != loaded {
+            runtime::spawn(take_over(partition, leads_now));
+        }
+    }
+}
+
+/// Reads the given offsets partitions (owned by this shard) from the start and adds their
+/// groups; the number of groups added.
+async fn load_partitions(indices: &[i32]) -> anyhow::Result<usize> {
     let mut offsets: HashMap<String, BTreeMap<(String, i32), OffsetValue>> = HashMap::new();
     let mut metas: HashMap<String, Option<GroupValue>> = HashMap::new();
     let mut pending: HashMap<String, PendingTxns> = HashMap::new();
-    for pm in &t.partitions {
-        if owner_shard(OFFSETS_TOPIC, pm.index, n) != me {
-            continue;
-        }
+    for &index in indices {
         let mut txn_pending: HashMap<i64, Vec<PendingOffset>> = HashMap::new();
-        internal_topic::read_all(OFFSETS_TOPIC, pm.index, |r| {
+        internal_topic::read_all(OFFSETS_TOPIC, index, |r| {
             apply_record(r, &mut offsets, &mut metas, &mut txn_pending)
         })
         .await?;
@@ -541,7 +626,6 @@ pub async fn load_owned() -> anyhow::Result<usize> {
             loaded += 1;
         }
     });
-    LOADED.with(|l| l.set(true));
     Ok(loaded)
 }
 

@@ -48,7 +48,14 @@ pub fn locate(group: &str) -> Option<(i32, usize)> {
 /// the first FindCoordinator). Err: a Kafka error code.
 pub async fn ensure_offsets_topic() -> Result<(), i16> {
     let g = &partition_manager::broker_config().groups;
-    internal_topic::ensure(OFFSETS_TOPIC, g.offsets_partitions, g.offsets_segment_bytes).await
+    internal_topic::ensure(internal_topic::InternalTopic {
+        name: OFFSETS_TOPIC,
+        partitions: g.offsets_partitions,
+        segment_bytes: g.offsets_segment_bytes,
+        replication_factor: g.offsets_replication_factor,
+        min_isr: None,
+    })
+    .await
 }
 
 #[cfg(test)]

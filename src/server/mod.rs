@@ -66,6 +66,8 @@ pub fn run_start(args: StartArgs) -> anyhow::Result<()> {
         .context("starting signal thread")?;
     let cfg = Arc::new(cfg);
     partition_manager::install_config(cfg.clone());
+    partition_manager::on_leadership_change(crate::group::coordinator::on_leadership_change);
+    partition_manager::on_leadership_change(crate::txn::coordinator::on_leadership_change);
     cluster::lifecycle::start(&cfg)?;
     let img = cluster::image();
     quarantine_strays(&cfg, &img);

@@ -25,11 +25,64 @@ use crate::runtime::now_ms;
 thread_local! {
     static TXNS: RefCell<HashMap<String, Rc<RefCell<Txn>>>> = RefCell::new(HashMap::new());
     static LOADED: Cell<bool> = const { Cell::new(false) };
+    /// `__transaction_state` partitions led here whose ids are loaded on this shard.
+    static LEADING: RefCell<std::collections::HashSet<i32>> = RefCell::new(std::collections::HashSet::new());
+    /// Leadership changes seen before the start-up load finished, handled after it.
+    static DEFERRED: RefCell<Vec<i32>> = const { RefCell::new(Vec::new()) };
 }
 
 /// Whether this shard has finished loading its transactional ids.
 pub fn loaded() -> bool {
     LOADED.with(Cell::get)
+}
+
+/// Whether the ids of `__transaction_state` partition `partition` are loaded here: false
+/// while this broker takes over its leadership (COORDINATOR_LOAD_IN_PROGRESS).
+pub fn loaded_partition(partition: i32) -> bool {
+    loaded() && LEADING.with(|l| l.borrow().contains(&partition))
+}
+
+fn leads(partition: i32) -> bool {
+    let me = partition_manager::broker_config().node_id;
+    !crate::cluster::multi_node()
+        || crate::cluster::leader_of(&image(), TXN_STATE_TOPIC, partition) == me
+}
+
+/// The `partition_manager` leadership hook: this broker started or stopped leading a
+/// `__transaction_state` partition, so its transactional ids are loaded from it (and the
+/// transactions caught completing are finished), or dropped.
+pub fn on_leadership_change(topic: &str, partition: i32, _leading: bool) {
+    if topic != TXN_STATE_TOPIC {
+        return;
+    }
+    if !loaded() {
+        DEFERRED.with(|d| d.borrow_mut().push(partition));
+        return;
+    }
+    runtime::spawn(take_over(partition));
+}
+
+async fn take_over(partition: i32) {
+    let n = image()
+        .topic(TXN_STATE_TOPIC)
+        .map_or(1, |t| t.partitions.len() as i32);
+    LEADING.with(|l| l.borrow_mut().remove(&partition));
+    TXNS.with(|t| {
+        t.borrow_mut()
+            .retain(|id, _| crate::txn::partition_for(id, n) != partition)
+    });
+    if !leads(partition) {
+        tracing::info!(partition, "no longer coordinating the transactions of this partition");
+        return;
+    }
+    match load_partitions(&[partition]).await {
+        Ok(count) if leads(partition) => {
+            LEADING.with(|l| l.borrow_mut().insert(partition));
+            tracing::info!(partition, transactional_ids = count, "coordinating the transactions of this partition");
+        }
+        Ok(_) => {}
+        Err(e) => tracing::error!(partition, error = %format!("{e:#}"), "cannot load the transactions of a partition"),
+    }
 }
 
 pub fn limits() -> Limits {
@@ -43,7 +96,14 @@ pub fn limits() -> Limits {
 /// Creates `__transaction_state` if needed. Err: a Kafka code.
 pub async fn ensure_topic() -> Result<(), i16> {
     let t = &partition_manager::broker_config().txns;
-    internal_topic::ensure(TXN_STATE_TOPIC, t.state_partitions, t.state_segment_bytes).await
+    internal_topic::ensure(internal_topic::InternalTopic {
+        name: TXN_STATE_TOPIC,
+        partitions: t.state_partitions,
+        segment_bytes: t.state_segment_bytes,
+        replication_factor: t.state_replication_factor,
+        min_isr: Some(t.state_min_isr),
+    })
+    .await
 }
 
 /// The shard coordinating `transactional_id`; None until the topic exists.
@@ -334,17 +394,35 @@ pub fn list(filter: &ListFilter) -> Listing {
 /// resumes the markers of transactions caught in PrepareCommit/PrepareAbort.
 pub async fn load_owned() -> anyhow::Result<usize> {
     let img = image();
-    let Some(t) = img.topic(TXN_STATE_TOPIC) else {
-        LOADED.with(|l| l.set(true));
-        return Ok(0);
-    };
-    let (me, n) = (runtime::shard_id(), runtime::nr_shards());
-    let mut last: HashMap<String, Option<records::TxnValue>> = HashMap::new();
-    for pm in &t.partitions {
-        if owner_shard(TXN_STATE_TOPIC, pm.index, n) != me {
-            continue;
+    let owned: Vec<i32> = match img.topic(TXN_STATE_TOPIC) {
+        None => Vec::new(),
+        Some(t) => {
+            let (me, n) = (runtime::shard_id(), runtime::nr_shards());
+            t.partitions
+                .iter()
+                .filter(|pm| owner_shard(TXN_STATE_TOPIC, pm.index, n) == me)
+                .map(|pm| pm.index)
+                .filter(|i| leads(*i))
+                .collect()
         }
-        internal_topic::read_all(TXN_STATE_TOPIC, pm.index, |r| {
+    };
+    let count = load_partitions(&owned).await?;
+    LEADING.with(|l| l.borrow_mut().extend(owned.iter().copied()));
+    LOADED.with(|l| l.set(true));
+    for partition in DEFERRED.with(|d| std::mem::take(&mut *d.borrow_mut())) {
+        if leads(partition) != LEADING.with(|l| l.borrow().contains(&partition)) {
+            runtime::spawn(take_over(partition));
+        }
+    }
+    Ok(count)
+}
+
+/// Reads the given `__transaction_state` partitions (owned by this shard) and adds their
+/// transactional ids, resuming the markers of transactions caught completing.
+async fn load_partitions(indices: &[i32]) -> anyhow::Result<usize> {
+    let mut last: HashMap<String, Option<records::TxnValue>> = HashMap::new();
+    for &index in indices {
+        internal_topic::read_all(TXN_STATE_TOPIC, index, |r| {
             let Some(key) = r.key else { return };
             match records::decode(key, r.value) {
                 Ok((id, v)) => {
@@ -358,6 +436,7 @@ pub async fn load_owned() -> anyhow::Result<usize> {
     let mut resume = Vec::new();
     let count = TXNS.with(|txns| {
         let mut txns = txns.borrow_mut();
+        let mut added = 0;
         for (id, v) in last {
             let Some(v) = v else { continue };
             let Some(txn) = Txn::restore(&id, &v) else {
@@ -374,13 +453,13 @@ pub async fn load_owned() -> anyhow::Result<usize> {
                 resume.push(rc.clone());
             }
             txns.insert(id, rc);
+            added += 1;
         }
-        txns.len()
+        added
     });
     for t in resume {
         runtime::spawn(finish(t));
     }
-    LOADED.with(|l| l.set(true));
     Ok(count)
 }
 

@@ -38,11 +38,12 @@ where
 {
     coordinator::ensure_topic().await?;
     let shard = coordinator::locate(transactional_id).ok_or(E::CoordinatorNotAvailable.code())?;
-    if let Some(p) = coordinator::partition_of(transactional_id) {
+    let partition = coordinator::partition_of(transactional_id);
+    if let Some(p) = partition {
         super::check_coordinator(crate::txn::TXN_STATE_TOPIC, p)?;
     }
     runtime::submit_to(shard, move || async move {
-        if !coordinator::loaded() {
+        if !partition.map_or(coordinator::loaded(), coordinator::loaded_partition) {
             return Err(E::CoordinatorLoadInProgress.code());
         }
         Ok(f().await)
