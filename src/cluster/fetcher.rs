@@ -142,7 +142,10 @@ async fn run(f: Rc<Fetcher>) {
                 empty
             });
             if done {
-                tracing::debug!(leader = f.leader, "replica fetcher stopped: nothing to follow");
+                tracing::debug!(
+                    leader = f.leader,
+                    "replica fetcher stopped: nothing to follow"
+                );
                 return;
             }
             continue;
@@ -189,7 +192,11 @@ async fn run(f: Rc<Fetcher>) {
         };
         failures = 0;
         if resp.error_code != 0 {
-            tracing::warn!(leader = f.leader, code = resp.error_code, "follower fetch refused");
+            tracing::warn!(
+                leader = f.leader,
+                code = resp.error_code,
+                "follower fetch refused"
+            );
             runtime::sleep(backoff).await;
             continue;
         }
@@ -278,7 +285,9 @@ async fn on_partition(
                 tracing::warn!(topic = %p.topic, partition = p.index, fetch_offset,
                     leader_log_start = pd.log_start_offset,
                     "behind the leader's log start: restarting the log there");
-                p.log.truncate_fully_and_start_at(pd.log_start_offset).await?;
+                p.log
+                    .truncate_fully_and_start_at(pd.log_start_offset)
+                    .await?;
             } else if pd.high_watermark >= 0 && end > pd.high_watermark {
                 tracing::warn!(topic = %p.topic, partition = p.index, fetch_offset,
                     leader_high_watermark = pd.high_watermark,

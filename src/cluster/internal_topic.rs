@@ -35,7 +35,9 @@ pub async fn ensure(t: InternalTopic<'_>) -> Result<(), i16> {
         return Ok(());
     }
     let live = image().live_brokers().count().max(1);
-    let rf = t.replication_factor.clamp(1, i16::try_from(live).unwrap_or(i16::MAX));
+    let rf = t
+        .replication_factor
+        .clamp(1, i16::try_from(live).unwrap_or(i16::MAX));
     let mut configs: std::collections::BTreeMap<String, String> = [
         ("cleanup.policy", "compact".to_string()),
         ("segment.bytes", t.segment_bytes.to_string()),
@@ -147,7 +149,9 @@ pub async fn append(
     // Replicated: answer once every in-sync replica has it, as Kafka's coordinators write
     // with acks=all; its errors map as Kafka's GroupMetadataManager maps them.
     let timeout = std::time::Duration::from_millis(
-        partition_manager::broker_config().groups.offsets_commit_timeout_ms,
+        partition_manager::broker_config()
+            .groups
+            .offsets_commit_timeout_ms,
     );
     super::leader::wait_replicated(&p, res.last_offset, timeout)
         .await

@@ -18,10 +18,10 @@ use crate::runtime;
 /// waits for the high watermark when it moved.
 pub fn on_follower_fetch(p: &Partition, replica: i32, fetch_offset: i64) {
     let end = p.log.log_end_offset();
-    let moved = p
-        .replica
-        .borrow_mut()
-        .on_follower_fetch(replica, fetch_offset, end, runtime::now_ms());
+    let moved =
+        p.replica
+            .borrow_mut()
+            .on_follower_fetch(replica, fetch_offset, end, runtime::now_ms());
     if moved {
         p.appended.notify_all();
     }
@@ -69,7 +69,10 @@ pub async fn wait_replicated(
         if p.role_generation.get() != generation {
             return Err((
                 ResponseError::NotLeaderOrFollower,
-                format!("{}-{} changed leader while the records replicated", p.topic, p.index),
+                format!(
+                    "{}-{} changed leader while the records replicated",
+                    p.topic, p.index
+                ),
             ));
         }
         if let Some(refusal) = replication_refusal(p) {

@@ -119,7 +119,8 @@ async fn follow(prev: &MetadataImage, next: &MetadataImage, node: i32) {
         let Some(old) = prev_ids.get(&t.id) else {
             continue; // new: opening it applied its assignment
         };
-        let min_isr_changed = old.configs.get("min.insync.replicas") != t.configs.get("min.insync.replicas");
+        let min_isr_changed =
+            old.configs.get("min.insync.replicas") != t.configs.get("min.insync.replicas");
         for p in t.partitions.iter().filter(|p| {
             p.replicas.contains(&node)
                 || old

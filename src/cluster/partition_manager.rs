@@ -54,7 +54,10 @@ impl Partition {
     pub async fn apply_assignment(self: &Rc<Self>, a: &Assignment) {
         let end = self.log.log_end_offset();
         let was_leader = self.replica.borrow().is_leader();
-        let t = self.replica.borrow_mut().apply(a, end, crate::runtime::now_ms());
+        let t = self
+            .replica
+            .borrow_mut()
+            .apply(a, end, crate::runtime::now_ms());
         match t {
             Transition::Same => {}
             Transition::BecameLeader => {
@@ -83,7 +86,10 @@ impl Partition {
         self.appended.notify_all();
         let leading = self.replica.borrow().is_leader();
         if leading != was_leader {
-            let hooks = LEADERSHIP_HOOKS.lock().map(|h| h.clone()).unwrap_or_default();
+            let hooks = LEADERSHIP_HOOKS
+                .lock()
+                .map(|h| h.clone())
+                .unwrap_or_default();
             for hook in hooks {
                 hook(&self.topic, self.index, leading);
             }

@@ -355,9 +355,10 @@ pub fn apply(img: &mut MetadataImage, rec: &MetadataRecord) -> Result<Applied, R
                 ));
             }
             // Only live brokers join an ISR (Kafka's AlterPartition refuses fenced ones).
-            if let Some(r) = isr.iter().find(|r| {
-                !p.isr.contains(r) && img.brokers.get(r).is_none_or(|b| b.fenced)
-            }) {
+            if let Some(r) = isr
+                .iter()
+                .find(|r| !p.isr.contains(r) && img.brokers.get(r).is_none_or(|b| b.fenced))
+            {
                 return Err(Refusal::new(
                     ResponseError::IneligibleReplica,
                     format!("broker {r} is fenced or unknown and cannot join the ISR of {name}-{partition}"),

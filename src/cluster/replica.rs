@@ -143,9 +143,18 @@ impl Replica {
             };
         }
         if a.leader == self.node {
-            if let (false, Role::Leader { pending, followers, .. }) = (epoch_changed, &mut self.role) {
+            if let (
+                false,
+                Role::Leader {
+                    pending, followers, ..
+                },
+            ) = (epoch_changed, &mut self.role)
+            {
                 // Same epoch: an ISR change landed (or another one won); forget what is settled.
-                if pending.as_ref().is_some_and(|(_, at)| *at < a.partition_epoch) {
+                if pending
+                    .as_ref()
+                    .is_some_and(|(_, at)| *at < a.partition_epoch)
+                {
                     *pending = None;
                 }
                 followers.retain(|id, _| a.replicas.contains(id));
@@ -292,9 +301,19 @@ impl Replica {
             }
         }
         // Keep the replica order, as Kafka lists the ISR.
-        isr.sort_by_key(|r| self.replicas.iter().position(|x| x == r).unwrap_or(usize::MAX));
+        isr.sort_by_key(|r| {
+            self.replicas
+                .iter()
+                .position(|x| x == r)
+                .unwrap_or(usize::MAX)
+        });
         let mut current = self.isr.clone();
-        current.sort_by_key(|r| self.replicas.iter().position(|x| x == r).unwrap_or(usize::MAX));
+        current.sort_by_key(|r| {
+            self.replicas
+                .iter()
+                .position(|x| x == r)
+                .unwrap_or(usize::MAX)
+        });
         (isr != current).then_some(isr)
     }
 
@@ -352,7 +371,10 @@ mod tests {
     #[test]
     fn leader_high_watermark_is_the_slowest_isr_member() {
         let mut r = Replica::new(1, 0);
-        assert_eq!(r.apply(&assign(1, 0, &[1, 2, 3]), 0, 1000), Transition::BecameLeader);
+        assert_eq!(
+            r.apply(&assign(1, 0, &[1, 2, 3]), 0, 1000),
+            Transition::BecameLeader
+        );
         // Leader wrote 10; followers have not fetched: nothing is committed.
         assert!(!r.advance(10));
         assert!(!r.on_follower_fetch(2, 10, 10, 1001));
@@ -429,7 +451,10 @@ mod tests {
         assert_eq!(r.apply(&assign(1, 0, &[1, 2]), 0, 0), Transition::Same);
         r.follower_high_watermark(40, 30);
         assert_eq!(r.high_watermark, 30, "bounded by the local log");
-        assert_eq!(r.apply(&assign(2, 1, &[2, 3]), 30, 5), Transition::BecameLeader);
+        assert_eq!(
+            r.apply(&assign(2, 1, &[2, 3]), 30, 5),
+            Transition::BecameLeader
+        );
         assert!(r.is_leader());
         assert_eq!(r.apply(&assign(-1, 2, &[2]), 30, 6), Transition::Stopped);
         assert_eq!(

@@ -72,7 +72,11 @@ async fn take_over(partition: i32, leading: bool) {
         before - gs.len()
     });
     if !leading {
-        tracing::info!(partition, groups = dropped, "no longer coordinating the groups of this offsets partition");
+        tracing::info!(
+            partition,
+            groups = dropped,
+            "no longer coordinating the groups of this offsets partition"
+        );
         return;
     }
     match load_partitions(&[partition]).await {
@@ -83,7 +87,11 @@ async fn take_over(partition: i32, leading: bool) {
                 || crate::cluster::leader_of(&image(), OFFSETS_TOPIC, partition) == me;
             if still {
                 LEADING.with(|l| l.borrow_mut().insert(partition));
-                tracing::info!(partition, groups = loaded, "coordinating the groups of this offsets partition");
+                tracing::info!(
+                    partition,
+                    groups = loaded,
+                    "coordinating the groups of this offsets partition"
+                );
             }
         }
         Err(e) => {

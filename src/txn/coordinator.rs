@@ -72,16 +72,25 @@ async fn take_over(partition: i32) {
             .retain(|id, _| crate::txn::partition_for(id, n) != partition)
     });
     if !leads(partition) {
-        tracing::info!(partition, "no longer coordinating the transactions of this partition");
+        tracing::info!(
+            partition,
+            "no longer coordinating the transactions of this partition"
+        );
         return;
     }
     match load_partitions(&[partition]).await {
         Ok(count) if leads(partition) => {
             LEADING.with(|l| l.borrow_mut().insert(partition));
-            tracing::info!(partition, transactional_ids = count, "coordinating the transactions of this partition");
+            tracing::info!(
+                partition,
+                transactional_ids = count,
+                "coordinating the transactions of this partition"
+            );
         }
         Ok(_) => {}
-        Err(e) => tracing::error!(partition, error = %format!("{e:#}"), "cannot load the transactions of a partition"),
+        Err(e) => {
+            tracing::error!(partition, error = %format!("{e:#}"), "cannot load the transactions of a partition")
+        }
     }
 }
 

@@ -465,7 +465,11 @@ async fn wait_on_owner(items: Vec<Want>, wait: Duration) {
             p.high_watermark()
         }
     };
-    if parts.iter().any(|(p, off, c, f)| readable(p, *c, *f) > *off) || notified.is_empty() {
+    if parts
+        .iter()
+        .any(|(p, off, c, f)| readable(p, *c, *f) > *off)
+        || notified.is_empty()
+    {
         return;
     }
     let _ = runtime::timeout(wait, futures::future::select_all(notified)).await;
