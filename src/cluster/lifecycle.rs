@@ -426,6 +426,29 @@ mod tests {
     }
 
     #[test]
+    fn a_fenced_follower_leaves_the_isr_and_the_leader_stays() {
+        let mut img = cluster();
+        // Partition 2 has replicas [2, 3], led by 2; broker 3 goes silent.
+        let st = status(1, &[(2, Some(100)), (3, Some(20_000))]);
+        let d = decide(&img, &st, 0, 9_000);
+        let out = apply_all(&mut img, &d);
+        assert!(out.iter().all(Result::is_ok), "{out:?}");
+        let p = &img.topic("t").unwrap().partitions[2];
+        assert_eq!((p.leader, p.isr.clone(), p.leader_epoch), (2, vec![2], 0));
+        // A fenced broker cannot be added back by its leader until it is unfenced.
+        let t = img.topic("t").unwrap().clone();
+        let back = R::ChangePartition {
+            name: "t".into(),
+            id: t.id,
+            partition: 2,
+            partition_epoch: t.partitions[2].partition_epoch,
+            leader: 2,
+            isr: vec![2, 3],
+        };
+        assert!(apply_all(&mut img, std::slice::from_ref(&back))[0].is_err());
+    }
+
+    #[test]
     fn a_leaving_broker_stays_fenced_while_still_heard_and_returns_on_register() {
         let mut img = cluster();
         let inc = img.brokers[&2].incarnation;
