@@ -297,3 +297,72 @@ def test_consumer_group_keeps_its_offsets_when_its_coordinator_dies(broker_facto
     after = wait_until("offsets from the new coordinator",
                        lambda: committed_now() if committed_now() == before else None, timeout=40)
     assert after == before
+
+
+def test_clean_stop_moves_leadership_first(broker_factory):
+    """Controlled shutdown: SIGTERM to a leader fences it and moves its partitions to other
+    in-sync replicas before it stops serving; an idempotent acks=all stream carries on."""
+    nodes = rcluster(broker_factory)
+    create(nodes[0], "rolling", 3, 3)
+    wait_until("full ISRs", lambda: full_isr(nodes[0], "rolling", 3), timeout=30)
+    leader = partitions(nodes[0], "rolling")[0].leader
+    victim = nodes[leader - 1]
+    rest = [b for b in nodes if b is not victim]
+    errors = []
+    p = Producer({"bootstrap.servers": ",".join(b.bootstrap for b in nodes), "acks": "all",
+                  "enable.idempotence": True, "linger.ms": 5, "message.timeout.ms": 60_000})
+    total = 20_000
+    for i in range(total):
+        p.produce("rolling", value=f"{i % 3}:{i}".encode(), partition=i % 3,
+                  on_delivery=lambda e, m: e is None or errors.append(e))
+        if i == total // 2:
+            assert victim.stop() == 0
+            # Gone from the leaders at once, not after broker.session.timeout.ms.
+            ps = partitions(rest[0], "rolling")
+            assert all(pm.leader != leader and pm.leader >= 0 for pm in ps.values()), \
+                {i: pm.leader for i, pm in ps.items()}
+        if i % 1000 == 0:
+            p.poll(0)
+    assert p.flush(60) == 0 and errors == [], errors[:5]
+    got = consume_all(rest[0], "rolling", 3, total)
+    for part in range(3):
+        assert got[part] == [f"{part}:{i}".encode() for i in range(part, total, 3)]
+    assert "leadership moved to other in-sync replicas" in victim.log_path.read_text()
+
+
+def test_kafka_python_consumer_validates_its_position_across_a_leader_change(broker_factory):
+    """kafka-python validates a consumer's position with OffsetForLeaderEpoch (KIP-320) when
+    the partition's leader epoch changes; the position survives a leader kill."""
+    from kafka import KafkaConsumer, TopicPartition as KTP
+    nodes = rcluster(broker_factory)
+    create(nodes[0], "epochs", 1, 3)
+    wait_until("full ISR", lambda: full_isr(nodes[0], "epochs", 1), timeout=30)
+    leader = partitions(nodes[0], "epochs")[0].leader
+    assert produce_acked(nodes[leader - 1], "epochs", [f"a{i}".encode() for i in range(200)]) \
+        == [None] * 200
+    bootstrap = [b.bootstrap for b in nodes]
+    c = KafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False,
+                      auto_offset_reset="none", metadata_max_age_ms=1000,
+                      request_timeout_ms=10000)
+    tp = KTP("epochs", 0)
+    c.assign([tp])
+    c.seek(tp, 0)
+    got = []
+    deadline = time.monotonic() + 30
+    while len(got) < 200 and time.monotonic() < deadline:
+        for recs in c.poll(timeout_ms=500).values():
+            got.extend(r.value for r in recs)
+    assert len(got) == 200
+    nodes[leader - 1].kill()
+    rest = [b for b in nodes if b is not nodes[leader - 1]]
+    wait_until("new leader", lambda: partitions(rest[0], "epochs")[0].leader not in (-1, leader),
+               timeout=30)
+    new_leader = nodes[partitions(rest[0], "epochs")[0].leader - 1]
+    assert produce_acked(new_leader, "epochs", [f"b{i}".encode() for i in range(100)]) \
+        == [None] * 100
+    deadline = time.monotonic() + 40
+    while len(got) < 300 and time.monotonic() < deadline:
+        for recs in c.poll(timeout_ms=500).values():
+            got.extend(r.value for r in recs)
+    c.close()
+    assert got == [f"a{i}".encode() for i in range(200)] + [f"b{i}".encode() for i in range(100)]

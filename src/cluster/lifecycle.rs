@@ -311,9 +311,8 @@ pub async fn controller_loop(cfg: std::sync::Arc<BrokerConfig>) {
 /// A clean stop in a cluster of several nodes (after the shards closed their logs): the
 /// broker fences itself, so clients see its partitions without a leader at once instead of
 /// after `broker.session.timeout.ms`, and a quorum leader hands leadership to another voter,
-/// so admin requests wait for no election. Bounded; failures are logged. (Kafka's
-/// controlled shutdown also moves partition leadership first: with replication factor 1
-/// there is nowhere to move it, until Cluster II.)
+/// so admin requests wait for no election. Bounded; failures are logged. (Partition
+/// leadership moved before the shards stopped: [`controlled_shutdown`].)
 pub fn leave(cfg: &BrokerConfig) {
     let Some(q) = super::quorum_handle() else {
         return;
@@ -321,18 +320,7 @@ pub fn leave(cfg: &BrokerConfig) {
     if cfg.cluster.single_node() {
         return;
     }
-    let incarnation = INCARNATION.lock().ok().and_then(|g| *g);
-    if let Some(incarnation) = incarnation {
-        let fence = MetadataRecord::BrokerLeaving {
-            id: cfg.node_id,
-            incarnation,
-        };
-        let entry = super::records::encode_entry(&[fence]);
-        match futures::executor::block_on(q.propose(entry, LEAVE_TIMEOUT_MS)) {
-            Ok(_) => tracing::info!("fenced this broker before stopping"),
-            Err(e) => tracing::warn!(error = %e, "could not fence this broker before stopping"),
-        }
-    }
+    fence_self(cfg);
     if q.status().leader == Some(cfg.node_id as u64) {
         match futures::executor::block_on(q.resign(LEAVE_TIMEOUT_MS)) {
             Ok(()) => tracing::info!("handed the quorum's leadership to another voter"),
@@ -340,6 +328,81 @@ pub fn leave(cfg: &BrokerConfig) {
                 tracing::warn!(error = %format!("{e:#}"), "could not hand over the quorum's leadership")
             }
         }
+    }
+}
+
+/// Set once this broker's clean stop fenced it.
+static LEFT: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Fences this broker for its clean stop (`BrokerLeaving`), once. Blocking; bounded.
+fn fence_self(cfg: &BrokerConfig) {
+    let Some(q) = super::quorum_handle() else {
+        return;
+    };
+    if LEFT.load(std::sync::atomic::Ordering::Acquire) {
+        return;
+    }
+    let Some(incarnation) = INCARNATION.lock().ok().and_then(|g| *g) else {
+        return;
+    };
+    let fence = MetadataRecord::BrokerLeaving {
+        id: cfg.node_id,
+        incarnation,
+    };
+    let entry = super::records::encode_entry(&[fence]);
+    match futures::executor::block_on(q.propose(entry, LEAVE_TIMEOUT_MS)) {
+        Ok(_) => {
+            LEFT.store(true, std::sync::atomic::Ordering::Release);
+            tracing::info!("fenced this broker before stopping");
+        }
+        Err(e) => tracing::warn!(error = %e, "could not fence this broker before stopping"),
+    }
+}
+
+/// Partitions this broker leads that another in-sync replica could take over.
+fn movable_leaderships(node: i32) -> usize {
+    image()
+        .topics
+        .values()
+        .flat_map(|t| t.partitions.iter())
+        .filter(|p| p.leader == node && p.isr.iter().any(|r| *r != node))
+        .count()
+}
+
+/// Controlled shutdown, before the shards stop serving (Kafka's
+/// `controlled.shutdown.enable`): this broker fences itself, the controller moves the
+/// leadership of its partitions to other in-sync replicas, and the stop waits (up to
+/// `broker.session.timeout.ms`) until the image shows none left here, so clients move to
+/// the new leaders while this broker still answers NOT_LEADER_OR_FOLLOWER. Blocking; on
+/// the signal thread. Partitions with no other in-sync replica go offline.
+pub fn controlled_shutdown(cfg: &BrokerConfig) {
+    if cfg.cluster.single_node() || !cfg.cluster.roles.broker || super::quorum_handle().is_none() {
+        return;
+    }
+    let before = movable_leaderships(cfg.node_id);
+    fence_self(cfg);
+    if before == 0 {
+        return;
+    }
+    let deadline =
+        std::time::Instant::now() + Duration::from_millis(cfg.cluster.session_timeout_ms);
+    loop {
+        let left = movable_leaderships(cfg.node_id);
+        if left == 0 {
+            tracing::info!(
+                partitions = before,
+                "controlled shutdown: leadership moved to other in-sync replicas"
+            );
+            return;
+        }
+        if std::time::Instant::now() >= deadline {
+            tracing::warn!(
+                left,
+                "controlled shutdown: some leaderships did not move in time; stopping anyway"
+            );
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(20));
     }
 }
 

@@ -37,6 +37,7 @@ pub fn visit_body<V: BodyVisitor>(req: &Request, v: V) -> Option<V::Output> {
         ApiKey::IncrementalAlterConfigs => v.visit::<IncrementalAlterConfigsRequest>(req),
         ApiKey::DescribeCluster => v.visit::<DescribeClusterRequest>(req),
         ApiKey::DescribeQuorum => v.visit::<DescribeQuorumRequest>(req),
+        ApiKey::OffsetForLeaderEpoch => v.visit::<OffsetForLeaderEpochRequest>(req),
         ApiKey::DescribeLogDirs => v.visit::<DescribeLogDirsRequest>(req),
         ApiKey::InitProducerId => v.visit::<InitProducerIdRequest>(req),
         ApiKey::AddPartitionsToTxn => v.visit::<AddPartitionsToTxnRequest>(req),

@@ -27,6 +27,7 @@ macro_rules! by_api {
             ApiKey::IncrementalAlterConfigs => $f::<IncrementalAlterConfigsRequest>($($arg),*),
             ApiKey::DescribeCluster => $f::<DescribeClusterRequest>($($arg),*),
             ApiKey::DescribeQuorum => $f::<DescribeQuorumRequest>($($arg),*),
+            ApiKey::OffsetForLeaderEpoch => $f::<OffsetForLeaderEpochRequest>($($arg),*),
             ApiKey::FindCoordinator => $f::<FindCoordinatorRequest>($($arg),*),
             ApiKey::JoinGroup => $f::<JoinGroupRequest>($($arg),*),
             ApiKey::SyncGroup => $f::<SyncGroupRequest>($($arg),*),

@@ -469,6 +469,43 @@ pub static DESCRIBE_QUORUM_REQUEST: StructSchema = StructSchema {
     tagged: &[],
 };
 
+/// `offset_for_leader_epoch_request::OffsetForLeaderPartition`
+pub static OFFSET_FOR_LEADER_EPOCH_REQUEST__OFFSET_FOR_LEADER_PARTITION: StructSchema = StructSchema {
+    name: "OffsetForLeaderPartition",
+    versions: (2, 4),
+    flexible_from: Some(4),
+    fields: &[
+        Field { name: "partition", alts: &[(2, 4, Ty::Int32)] },
+        Field { name: "current_leader_epoch", alts: &[(2, 4, Ty::Int32)] },
+        Field { name: "leader_epoch", alts: &[(2, 4, Ty::Int32)] },
+    ],
+    tagged: &[],
+};
+
+/// `offset_for_leader_epoch_request::OffsetForLeaderTopic`
+pub static OFFSET_FOR_LEADER_EPOCH_REQUEST__OFFSET_FOR_LEADER_TOPIC: StructSchema = StructSchema {
+    name: "OffsetForLeaderTopic",
+    versions: (2, 4),
+    flexible_from: Some(4),
+    fields: &[
+        Field { name: "topic", alts: &[(2, 3, Ty::String { nullable: false }), (4, 4, Ty::CompactString { nullable: false })] },
+        Field { name: "partitions", alts: &[(2, 3, Ty::Array { nullable: false, elem: &Ty::Struct(&OFFSET_FOR_LEADER_EPOCH_REQUEST__OFFSET_FOR_LEADER_PARTITION) }), (4, 4, Ty::CompactArray { nullable: false, elem: &Ty::Struct(&OFFSET_FOR_LEADER_EPOCH_REQUEST__OFFSET_FOR_LEADER_PARTITION) })] },
+    ],
+    tagged: &[],
+};
+
+/// `offset_for_leader_epoch_request::OffsetForLeaderEpochRequest`
+pub static OFFSET_FOR_LEADER_EPOCH_REQUEST: StructSchema = StructSchema {
+    name: "OffsetForLeaderEpochRequest",
+    versions: (2, 4),
+    flexible_from: Some(4),
+    fields: &[
+        Field { name: "replica_id", alts: &[(3, 4, Ty::Int32)] },
+        Field { name: "topics", alts: &[(2, 3, Ty::Array { nullable: false, elem: &Ty::Struct(&OFFSET_FOR_LEADER_EPOCH_REQUEST__OFFSET_FOR_LEADER_TOPIC) }), (4, 4, Ty::CompactArray { nullable: false, elem: &Ty::Struct(&OFFSET_FOR_LEADER_EPOCH_REQUEST__OFFSET_FOR_LEADER_TOPIC) })] },
+    ],
+    tagged: &[],
+};
+
 /// `describe_log_dirs_request::DescribableLogDirTopic`
 pub static DESCRIBE_LOG_DIRS_REQUEST__DESCRIBABLE_LOG_DIR_TOPIC: StructSchema = StructSchema {
     name: "DescribableLogDirTopic",
@@ -1002,6 +1039,7 @@ pub fn request(api: ApiKey) -> Option<&'static StructSchema> {
         ApiKey::IncrementalAlterConfigs => Some(&INCREMENTAL_ALTER_CONFIGS_REQUEST),
         ApiKey::DescribeCluster => Some(&DESCRIBE_CLUSTER_REQUEST),
         ApiKey::DescribeQuorum => Some(&DESCRIBE_QUORUM_REQUEST),
+        ApiKey::OffsetForLeaderEpoch => Some(&OFFSET_FOR_LEADER_EPOCH_REQUEST),
         ApiKey::DescribeLogDirs => Some(&DESCRIBE_LOG_DIRS_REQUEST),
         ApiKey::FindCoordinator => Some(&FIND_COORDINATOR_REQUEST),
         ApiKey::JoinGroup => Some(&JOIN_GROUP_REQUEST),
@@ -1041,6 +1079,7 @@ pub const REQUEST_APIS: &[ApiKey] = &[
     ApiKey::IncrementalAlterConfigs,
     ApiKey::DescribeCluster,
     ApiKey::DescribeQuorum,
+    ApiKey::OffsetForLeaderEpoch,
     ApiKey::DescribeLogDirs,
     ApiKey::FindCoordinator,
     ApiKey::JoinGroup,

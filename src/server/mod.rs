@@ -56,6 +56,7 @@ pub fn run_start(args: StartArgs) -> anyhow::Result<()> {
                 tracing::info!("stopped before serving");
                 std::process::exit(0);
             }
+            cluster::lifecycle::controlled_shutdown(&partition_manager::broker_config());
             for s in 0..shards {
                 let _ = futures::executor::block_on(runtime::submit_to(s, || async {
                     STOPPING.with(|c| c.set(true));

@@ -14,6 +14,7 @@ mod groups;
 mod init_producer_id;
 mod list_offsets;
 mod metadata;
+mod offset_for_leader_epoch;
 mod produce;
 mod txn;
 
@@ -126,6 +127,10 @@ async fn handle_now(frame: Bytes, client_host: &str) -> Result<Option<Bytes>, Fr
             respond(&req, describe_cluster::handle(&req, decode_body(&req)?))
         }
         ApiKey::DescribeQuorum => respond(&req, describe_quorum::handle(&req, decode_body(&req)?)),
+        ApiKey::OffsetForLeaderEpoch => respond(
+            &req,
+            offset_for_leader_epoch::handle(&req, decode_body(&req)?).await,
+        ),
         ApiKey::DescribeLogDirs => respond(
             &req,
             describe_log_dirs::handle(&req, decode_body(&req)?).await,
