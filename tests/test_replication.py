@@ -46,6 +46,17 @@ def full_isr(b, name, n):
                                 for p in ps.values())
 
 
+def rf3_topic(broker_factory, name, nparts, configs=None):
+    """A 3-broker cluster with topic `name` (RF=3) in sync; (nodes, leader id of partition 0,
+    its broker, the other brokers)."""
+    nodes = rcluster(broker_factory)
+    create(nodes[0], name, nparts, 3, configs)
+    wait_until("full ISRs", lambda: full_isr(nodes[0], name, nparts), timeout=30)
+    leader = partitions(nodes[0], name)[0].leader
+    lead = nodes[leader - 1]
+    return nodes, leader, lead, [b for b in nodes if b is not lead]
+
+
 def consume_all(b, name, nparts, expect, timeout=60):
     """Every record of `name` from offset 0, per partition in order."""
     c = Consumer({"bootstrap.servers": b.bootstrap, "group.id": f"check-{name}-{time.time()}",
@@ -146,12 +157,9 @@ def test_leader_kill_under_idempotent_acks_all_loses_and_duplicates_nothing(brok
 
 
 def test_min_insync_replicas_refuses_acks_all_but_not_acks_1(broker_factory):
-    nodes = rcluster(broker_factory)
-    create(nodes[0], "strict", 1, 3, {"min.insync.replicas": "3"})
-    wait_until("full ISR", lambda: full_isr(nodes[0], "strict", 1), timeout=30)
-    leader = partitions(nodes[0], "strict")[0].leader
-    follower = next(b for i, b in enumerate(nodes, 1) if i != leader)
-    lead = nodes[leader - 1]
+    nodes, leader, lead, others = rf3_topic(broker_factory, "strict", 1,
+                                            {"min.insync.replicas": "3"})
+    follower = others[0]
     follower.kill()
     wait_until("ISR shrunk", lambda: len(partitions(lead, "strict")[0].isrs) == 2, timeout=30)
 
@@ -191,12 +199,7 @@ def test_divergent_tail_of_a_dead_leader_is_truncated_when_it_returns(broker_fac
     follower takes over, and the old leader, back, truncates its tail by leader epoch."""
     import os
     import signal
-    nodes = rcluster(broker_factory)
-    create(nodes[0], "div", 1, 3)
-    wait_until("full ISR", lambda: full_isr(nodes[0], "div", 1), timeout=30)
-    leader = partitions(nodes[0], "div")[0].leader
-    old = nodes[leader - 1]
-    followers = [b for b in nodes if b is not old]
+    nodes, leader, old, followers = rf3_topic(broker_factory, "div", 1)
     assert produce_acked(old, "div", [f"c{i}".encode() for i in range(100)]) == [None] * 100
 
     # Followers stop fetching (paused well inside the ISR lag and session timeouts); the
@@ -302,12 +305,7 @@ def test_consumer_group_keeps_its_offsets_when_its_coordinator_dies(broker_facto
 def test_clean_stop_moves_leadership_first(broker_factory):
     """Controlled shutdown: SIGTERM to a leader fences it and moves its partitions to other
     in-sync replicas before it stops serving; an idempotent acks=all stream carries on."""
-    nodes = rcluster(broker_factory)
-    create(nodes[0], "rolling", 3, 3)
-    wait_until("full ISRs", lambda: full_isr(nodes[0], "rolling", 3), timeout=30)
-    leader = partitions(nodes[0], "rolling")[0].leader
-    victim = nodes[leader - 1]
-    rest = [b for b in nodes if b is not victim]
+    nodes, leader, victim, rest = rf3_topic(broker_factory, "rolling", 3)
     errors = []
     p = Producer({"bootstrap.servers": ",".join(b.bootstrap for b in nodes), "acks": "all",
                   "enable.idempotence": True, "linger.ms": 5, "message.timeout.ms": 60_000})
@@ -334,10 +332,7 @@ def test_kafka_python_consumer_validates_its_position_across_a_leader_change(bro
     """kafka-python validates a consumer's position with OffsetForLeaderEpoch (KIP-320) when
     the partition's leader epoch changes; the position survives a leader kill."""
     from kafka import KafkaConsumer, TopicPartition as KTP
-    nodes = rcluster(broker_factory)
-    create(nodes[0], "epochs", 1, 3)
-    wait_until("full ISR", lambda: full_isr(nodes[0], "epochs", 1), timeout=30)
-    leader = partitions(nodes[0], "epochs")[0].leader
+    nodes, leader, _, _ = rf3_topic(broker_factory, "epochs", 1)
     assert produce_acked(nodes[leader - 1], "epochs", [f"a{i}".encode() for i in range(200)]) \
         == [None] * 200
     bootstrap = [b.bootstrap for b in nodes]

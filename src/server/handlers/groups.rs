@@ -53,7 +53,7 @@ where
     let (partition, shard) = locate(group).ok_or(E::CoordinatorNotAvailable.code())?;
     super::check_coordinator(crate::group::OFFSETS_TOPIC, partition)?;
     runtime::submit_to(shard, move || async move {
-        if !coordinator::loaded_partition(partition) {
+        if !super::wait_loaded(|| coordinator::loaded_partition(partition)).await {
             return Err(E::CoordinatorLoadInProgress.code());
         }
         Ok(f().await)

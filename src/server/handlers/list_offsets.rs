@@ -8,7 +8,7 @@ use kafka_protocol::messages::list_offsets_response::{
 };
 use kafka_protocol::messages::{ListOffsetsRequest, ListOffsetsResponse};
 
-use super::{by_shard, topic_name, topic_str};
+use super::{topic_name, topic_str};
 use crate::cluster::{image, owner_shard, partition_manager};
 use crate::protocol::Request;
 use crate::runtime;
@@ -56,19 +56,7 @@ pub async fn handle(_req: &Request, body: ListOffsetsRequest) -> ListOffsetsResp
             }
         }
     }
-    let calls = by_shard(work)
-        .into_iter()
-        .map(|(shard, items)| runtime::submit_to(shard, move || lookup_on_owner(items)));
-    for r in futures::future::join_all(calls).await {
-        match r {
-            Ok(v) => {
-                for (slot, a) in v {
-                    answers[slot] = Some(a);
-                }
-            }
-            Err(e) => tracing::error!(error = %e, "list offsets hop failed"),
-        }
-    }
+    super::gather_on_owners(work, &mut answers, "list offsets", lookup_on_owner).await;
     let mut resp = ListOffsetsResponse::default();
     let mut it = answers.into_iter();
     for t in &body.topics {

@@ -218,6 +218,53 @@ pub(crate) fn str_bytes(s: &str) -> StrBytes {
 }
 
 /// Groups items by the shard that owns them, keeping request order within each.
+/// Runs `on_owner` on each shard with the items it owns (`work`: (shard, item)) and puts
+/// each (slot, answer) it returns into `answers`. A failed hop leaves its slots `None`
+/// (logged, naming `what`).
+pub(crate) async fn gather_on_owners<I, A, Fut>(
+    work: Vec<(usize, I)>,
+    answers: &mut [Option<A>],
+    what: &str,
+    on_owner: fn(Vec<I>) -> Fut,
+) where
+    I: Send + 'static,
+    A: Send + 'static,
+    Fut: std::future::Future<Output = Vec<(usize, A)>> + 'static,
+{
+    let calls = by_shard(work)
+        .into_iter()
+        .map(|(shard, items)| crate::runtime::submit_to(shard, move || on_owner(items)));
+    for r in futures::future::join_all(calls).await {
+        match r {
+            Ok(v) => {
+                for (slot, a) in v {
+                    if let Some(at) = answers.get_mut(slot) {
+                        *at = Some(a);
+                    }
+                }
+            }
+            Err(e) => tracing::error!(error = %e, "{what} hop failed"),
+        }
+    }
+}
+
+/// How long a coordinator request waits for its partition's state to load (a broker that
+/// just took over, or a partition just created) before answering
+/// COORDINATOR_LOAD_IN_PROGRESS.
+const LOAD_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// Waits (bounded by [`LOAD_WAIT`]) until `ready()`; false if it never was.
+pub(crate) async fn wait_loaded(ready: impl Fn() -> bool) -> bool {
+    let deadline = std::time::Instant::now() + LOAD_WAIT;
+    while !ready() {
+        if std::time::Instant::now() >= deadline {
+            return false;
+        }
+        crate::runtime::sleep(std::time::Duration::from_millis(5)).await;
+    }
+    true
+}
+
 pub(crate) fn by_shard<T>(items: Vec<(usize, T)>) -> BTreeMap<usize, Vec<T>> {
     let mut out: BTreeMap<usize, Vec<T>> = BTreeMap::new();
     for (shard, item) in items {

@@ -12,7 +12,7 @@ use kafka_protocol::messages::offset_for_leader_epoch_response::{
 };
 use kafka_protocol::messages::{OffsetForLeaderEpochRequest, OffsetForLeaderEpochResponse};
 
-use super::{by_shard, topic_name, topic_str};
+use super::{topic_name, topic_str};
 use crate::cluster::{image, owner_shard, partition_manager};
 use crate::protocol::Request;
 use crate::runtime;
@@ -56,19 +56,7 @@ pub async fn handle(
             ));
         }
     }
-    let calls = by_shard(work)
-        .into_iter()
-        .map(|(shard, items)| runtime::submit_to(shard, move || on_owner(items)));
-    for r in futures::future::join_all(calls).await {
-        match r {
-            Ok(v) => {
-                for (slot, a) in v {
-                    answers[slot] = Some(a);
-                }
-            }
-            Err(e) => tracing::error!(error = %e, "offset-for-leader-epoch hop failed"),
-        }
-    }
+    super::gather_on_owners(work, &mut answers, "offset-for-leader-epoch", on_owner).await;
     let mut resp = OffsetForLeaderEpochResponse::default();
     let mut it = answers.into_iter();
     for t in &body.topics {

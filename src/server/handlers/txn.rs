@@ -43,7 +43,8 @@ where
         super::check_coordinator(crate::txn::TXN_STATE_TOPIC, p)?;
     }
     runtime::submit_to(shard, move || async move {
-        if !partition.map_or(coordinator::loaded(), coordinator::loaded_partition) {
+        let ready = || partition.map_or(coordinator::loaded(), coordinator::loaded_partition);
+        if !super::wait_loaded(ready).await {
             return Err(E::CoordinatorLoadInProgress.code());
         }
         Ok(f().await)
