@@ -137,8 +137,8 @@ pub fn internal_records(data: &[u8]) -> bool {
 /// A transaction marker's control record as the log and the group coordinator read it; one
 /// that parses, written again as a marker batch, is a valid control batch no client may send.
 fn transaction_marker(key: &[u8], value: &[u8]) -> bool {
-    use crate::txn::markers::{control_batch, parse_control_key, parse_marker_value};
-    use crate::txn::markers::{ControlType, Marker, ATTR_CONTROL, ATTR_TRANSACTIONAL};
+    use crate::storage::markers::{control_batch, parse_control_key, parse_marker_value};
+    use crate::storage::markers::{ControlType, Marker, ATTR_CONTROL, ATTR_TRANSACTIONAL};
     let (Some(kind), Some(coordinator_epoch)) = (parse_control_key(key), parse_marker_value(value))
     else {
         return false;

@@ -651,9 +651,9 @@ fn apply_record(
 ) {
     let Some(key) = r.key else { return };
     if r.control {
-        let committed = match crate::txn::markers::parse_control_key(&key) {
-            Some(crate::txn::markers::ControlType::Commit) => true,
-            Some(crate::txn::markers::ControlType::Abort) => false,
+        let committed = match crate::storage::markers::parse_control_key(&key) {
+            Some(crate::storage::markers::ControlType::Commit) => true,
+            Some(crate::storage::markers::ControlType::Abort) => false,
             _ => return,
         };
         for (group, topic, partition, v) in txn_pending.remove(&r.producer_id).unwrap_or_default() {

@@ -3,7 +3,7 @@
 //!
 //! - Transactional batches are appended like any other; the producer state records the first
 //!   offset of each producer's open transaction (`producer_state.rs`).
-//! - `append_marker` writes a COMMIT or ABORT control batch (`txn::markers`) through the same
+//! - `append_marker` writes a COMMIT or ABORT control batch (`storage::markers`) through the same
 //!   append path, so the producer-epoch check applies (an older epoch: INVALID_PRODUCER_EPOCH),
 //!   and ends the producer's open transaction. A marker for a producer with no open transaction
 //!   here is written all the same, as Kafka writes markers to every partition of a transaction.
@@ -28,9 +28,9 @@ use super::batch::{BatchHeader, BatchInfo};
 use super::compact_rewrite::{parse_records, records_section};
 use super::error::{Result, StorageError};
 use super::log::{AppendResult, PartitionLog};
+use super::markers::{control_batch, parse_control_key, ControlType, Marker};
 use super::producer_state::TxnEnd;
 use super::txn_index::{self, AbortedTxn};
-use crate::txn::markers::{control_batch, parse_control_key, ControlType, Marker};
 
 /// Whether a whole control batch holds an ABORT marker (Kafka: `ControlRecordType.ABORT`); None
 /// when its control record cannot be read.

@@ -405,7 +405,7 @@ fn several_markers_in_one_append_keep_scans_complete() {
         txn(&log, 1, 0, 2).await; // 0..1
         txn(&log, 2, 0, 2).await; // 2..3
         let m = |pid, commit| {
-            crate::txn::markers::control_batch(&crate::txn::markers::Marker {
+            crate::storage::markers::control_batch(&crate::storage::markers::Marker {
                 commit,
                 producer_id: pid,
                 producer_epoch: 0,

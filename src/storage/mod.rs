@@ -47,6 +47,7 @@ mod log_truncate;
 mod log_txn;
 #[cfg(test)]
 mod log_txn_tests;
+pub mod markers;
 mod producer_snapshot;
 mod producer_state;
 #[cfg(test)]

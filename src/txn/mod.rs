@@ -12,7 +12,7 @@
 //! `Transition` (or answers an error at once), the coordinator writes
 //! `Transition::record()` to the partition, then calls `Txn::complete` (or
 //! `Txn::abort_pending` if the write failed). Ending a transaction is two
-//! such writes with the commit or abort markers (`markers.rs`) written to
+//! such writes with the commit or abort markers (`storage::markers`) written to
 //! every partition of the transaction in between.
 //!
 //! Files: `records` (the `__transaction_state` key and value formats),
@@ -23,7 +23,8 @@
 
 pub mod coordinator;
 pub mod describe;
-pub mod markers;
+/// Commit and abort markers live with the log that stores them (`storage::markers`).
+pub use crate::storage::markers;
 pub mod records;
 pub mod state;
 #[cfg(test)]

@@ -10,7 +10,7 @@
 
 use bytes::{BufMut, Bytes, BytesMut};
 
-pub use crate::storage::{ATTR_CONTROL, ATTR_TRANSACTIONAL};
+pub use super::{ATTR_CONTROL, ATTR_TRANSACTIONAL};
 
 /// Control record types (the second int16 of the key).
 pub const CONTROL_ABORT: i16 = 0;
