@@ -63,6 +63,10 @@ pub const BROKER_SETTINGS: &[BrokerSetting] = &[
     BrokerSetting { key: "replica.fetch.min.bytes", default: "1", doc: "bytes a follower's fetch waits for at the leader before it is answered" },
     BrokerSetting { key: "replica.fetch.backoff.ms", default: "1000", doc: "pause after a follower fetch that failed (connection lost, leader moved)" },
     BrokerSetting { key: "num.replica.fetchers", default: "1", doc: "accepted for Kafka compatibility: Sluice runs one fetcher per (leader broker, shard) on the shard that owns the partitions it fetches" },
+    BrokerSetting { key: "unclean.leader.election.enable", default: "false", doc: "default of the topic setting: when every in-sync replica of a partition is fenced, the controller may make an out-of-sync live replica its leader (records it lacks are lost; logged as a warning)" },
+    BrokerSetting { key: "auto.leader.rebalance.enable", default: "true", doc: "the controller moves each partition's leadership back to its preferred replica (the first listed) when that replica is in sync and a broker's share of partitions not led by their preferred replica exceeds leader.imbalance.per.broker.percentage" },
+    BrokerSetting { key: "leader.imbalance.check.interval.seconds", default: "300", doc: "how often the controller checks the leadership balance (auto.leader.rebalance.enable)" },
+    BrokerSetting { key: "leader.imbalance.per.broker.percentage", default: "10", doc: "percentage of a broker's preferred partitions that may be led elsewhere before the controller moves them back" },
     BrokerSetting { key: "log.dirs", default: "data", doc: "comma-separated data directories; a new partition goes to the one holding fewest partitions" },
     BrokerSetting { key: "smp", default: "0", doc: "number of shards (pinned threads); 0 = one per available core" },
     BrokerSetting { key: "node.id", default: "0", doc: "this node's id in the cluster (a non-negative integer; kept in meta.properties of every data dir)" },
@@ -698,10 +702,10 @@ pub const TOPIC_CONFIGS: &[TopicConfigDef] = &[
     ),
     tc!(
         "unclean.leader.election.enable",
-        None,
+        Some("unclean.leader.election.enable"),
         "false",
         ConfigKind::Bool,
-        false
+        true
     ),
 ];
 

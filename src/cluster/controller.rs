@@ -37,6 +37,9 @@ pub struct NewTopic {
     /// -1: `default.replication.factor`.
     pub replication_factor: i16,
     pub configs: BTreeMap<String, String>,
+    /// Replicas chosen by the client, one list per partition (CreateTopics' assignments);
+    /// `partitions` and `replication_factor` are then -1.
+    pub assignment: Option<Vec<Vec<i32>>>,
 }
 
 /// A config change for one topic (IncrementalAlterConfigs semantics;
@@ -185,10 +188,10 @@ pub fn validate_new_topic(t: &NewTopic) -> Result<(i32, i16), Refusal> {
             format!("Topic '{}' already exists.", t.name),
         ));
     }
-    let partitions = if t.partitions == -1 {
-        cfg.num_partitions
-    } else {
-        t.partitions
+    let partitions = match (&t.assignment, t.partitions) {
+        (Some(a), _) => a.len() as i32,
+        (None, -1) => cfg.num_partitions,
+        (None, n) => n,
     };
     if !(1..=MAX_PARTITIONS_PER_TOPIC).contains(&partitions) {
         return Err(Refusal::new(
@@ -196,16 +199,53 @@ pub fn validate_new_topic(t: &NewTopic) -> Result<(i32, i16), Refusal> {
             format!("Number of partitions must be between 1 and {MAX_PARTITIONS_PER_TOPIC}, got {partitions}."),
         ));
     }
-    let rf = if t.replication_factor == -1 {
-        cfg.default_replication_factor
-    } else {
-        t.replication_factor
+    if let Some(a) = &t.assignment {
+        check_assignment(&image(), a)?;
+    }
+    let rf = match &t.assignment {
+        Some(a) => a.first().map_or(1, |r| r.len() as i16),
+        None if t.replication_factor == -1 => cfg.default_replication_factor,
+        None => t.replication_factor,
     };
-    placement::place(&placement_order(), 0, 1, rf, 0)?;
+    let partitions = t.assignment.as_ref().map_or(partitions, |a| a.len() as i32);
+    if t.assignment.is_none() {
+        placement::place(&placement_order(), 0, 1, rf, 0)?;
+    }
     for (k, v) in &t.configs {
         validate_topic_config(k, v).map_err(|m| Refusal::new(ResponseError::InvalidConfig, m))?;
     }
     Ok((partitions, rf))
+}
+
+/// Checks replica lists a client chose (Kafka's rules): each non-empty, no broker twice,
+/// every broker registered, the same count for every partition.
+pub fn check_assignment(img: &super::MetadataImage, lists: &[Vec<i32>]) -> Result<(), Refusal> {
+    let invalid = |m: String| Refusal::new(ResponseError::InvalidReplicaAssignment, m);
+    let rf = lists.first().map_or(0, Vec::len);
+    for (i, l) in lists.iter().enumerate() {
+        if l.is_empty() {
+            return Err(invalid(format!(
+                "The replica list of partition {i} is empty"
+            )));
+        }
+        if l.len() != rf {
+            return Err(invalid(
+                "All partitions should have the same number of replicas".into(),
+            ));
+        }
+        let mut seen = std::collections::BTreeSet::new();
+        if let Some(d) = l.iter().find(|b| !seen.insert(**b)) {
+            return Err(invalid(format!(
+                "Broker {d} appears twice in the replicas of partition {i}"
+            )));
+        }
+        if let Some(u) = l.iter().find(|b| !img.brokers.contains_key(b)) {
+            return Err(invalid(format!(
+                "Unknown broker {u} in the replica assignment of partition {i}"
+            )));
+        }
+    }
+    Ok(())
 }
 
 /// Creates topics; one result per input, in order.
@@ -218,7 +258,10 @@ pub async fn create_topics(topics: Vec<NewTopic>) -> Vec<Result<Arc<TopicMeta>, 
         .map(|t| {
             names.push(t.name.clone());
             let (partitions, rf) = validate_new_topic(&t)?;
-            let replicas = placement::place(&order, 0, partitions, rf, start)?;
+            let replicas = match t.assignment {
+                Some(a) => a,
+                None => placement::place(&order, 0, partitions, rf, start)?,
+            };
             Ok(MetadataRecord::CreateTopic {
                 name: t.name,
                 id: uuid::Uuid::new_v4(),
@@ -390,4 +433,175 @@ pub async fn allocate_producer_ids() -> Result<i64, Refusal> {
             "no producer id block in the answer",
         )),
     }
+}
+
+/// A partition named by an admin request: (topic, partition index).
+pub type PartitionKey = (String, i32);
+
+/// Most times a partition change decided on a stale image is decided again.
+const STALE_RETRIES: usize = 5;
+
+/// Decides a change of each named partition against this broker's image and proposes the
+/// changes as one entry; one result per key, in order. A change refused because the
+/// partition moved meanwhile (another change won: `records::is_stale`) is decided again on
+/// the newer image, a few times.
+async fn change_partitions(
+    keys: &[PartitionKey],
+    decide: impl Fn(
+        &super::MetadataImage,
+        &TopicMeta,
+        &super::PartitionMeta,
+    ) -> Result<MetadataRecord, Refusal>,
+) -> Vec<Result<(), Refusal>> {
+    let mut results: Vec<Option<Result<(), Refusal>>> = vec![None; keys.len()];
+    for attempt in 0..STALE_RETRIES {
+        let img = image();
+        let mut slots = Vec::new();
+        let mut items = Vec::new();
+        for (i, (topic, index)) in keys.iter().enumerate() {
+            if results[i].is_some() {
+                continue;
+            }
+            match img.partition(topic, *index) {
+                None => {
+                    results[i] = Some(Err(Refusal::new(
+                        ResponseError::UnknownTopicOrPartition,
+                        format!("{topic}-{index} does not exist"),
+                    )))
+                }
+                Some((t, p)) => match decide(&img, t, p) {
+                    Ok(rec) => {
+                        slots.push(i);
+                        items.push(Ok(rec));
+                    }
+                    Err(r) => results[i] = Some(Err(r)),
+                },
+            }
+        }
+        if items.is_empty() {
+            break;
+        }
+        let last = attempt + 1 == STALE_RETRIES;
+        for (i, out) in slots.into_iter().zip(propose_items(items).await) {
+            match out {
+                Err(r) if super::records::is_stale(&r) && !last => {}
+                other => results[i] = Some(other.map(|_| ())),
+            }
+        }
+    }
+    results
+        .into_iter()
+        .map(|r| {
+            r.unwrap_or_else(|| {
+                Err(Refusal::new(
+                    ResponseError::UnknownServerError,
+                    "the partition kept changing; try again",
+                ))
+            })
+        })
+        .collect()
+}
+
+/// Every partition of the image, in topic and index order.
+fn all_partitions() -> Vec<PartitionKey> {
+    image()
+        .topics
+        .values()
+        .flat_map(|t| t.partitions.iter().map(|p| (t.name.clone(), p.index)))
+        .collect()
+}
+
+/// ElectLeaders: elects the preferred (or, unclean, any live) replica of each partition;
+/// `None`: every partition, answering only those where an election ran or failed (Kafka
+/// leaves out ELECTION_NOT_NEEDED then).
+pub async fn elect_leaders(
+    kind: super::election::ElectionType,
+    partitions: Option<Vec<PartitionKey>>,
+) -> Vec<(PartitionKey, Result<(), Refusal>)> {
+    let all = partitions.is_none();
+    let keys = partitions.unwrap_or_else(all_partitions);
+    let results = change_partitions(&keys, |img, t, p| match kind {
+        super::election::ElectionType::Preferred => super::election::elect_preferred(img, t, p),
+        super::election::ElectionType::Unclean => super::election::elect_unclean(img, t, p),
+    })
+    .await;
+    keys.into_iter()
+        .zip(results)
+        .filter(|(_, r)| {
+            !(all
+                && r.as_ref()
+                    .is_err_and(|e| e.code == ResponseError::ElectionNotNeeded.code()))
+        })
+        .inspect(|((t, i), r)| {
+            if r.is_ok() {
+                tracing::info!(topic = %t, partition = i, ?kind, "leader elected on request");
+            }
+        })
+        .collect()
+}
+
+/// AlterPartitionReassignments: moves each partition to its target replicas (`None`:
+/// cancels the reassignment in progress); one result per item, in order. The move itself
+/// runs in the background: the new replicas catch up as followers, and the reassignment
+/// completes when they are all in the ISR (`records::complete_reassignment`).
+pub async fn alter_reassignments(
+    items: Vec<(PartitionKey, Option<Vec<i32>>)>,
+) -> Vec<Result<(), Refusal>> {
+    let keys: Vec<PartitionKey> = items.iter().map(|(k, _)| k.clone()).collect();
+    let targets: std::collections::HashMap<PartitionKey, Option<Vec<i32>>> =
+        items.into_iter().collect();
+    let results = change_partitions(&keys, |_, t, p| {
+        let target = targets.get(&(t.name.clone(), p.index)).cloned().flatten();
+        Ok(MetadataRecord::ReassignPartition {
+            name: t.name.clone(),
+            id: t.id,
+            partition: p.index,
+            partition_epoch: p.partition_epoch,
+            target,
+        })
+    })
+    .await;
+    for ((t, i), r) in keys.iter().zip(&results) {
+        match r {
+            Ok(()) => {
+                tracing::info!(topic = %t, partition = i, target = ?targets.get(&(t.clone(), *i)), "partition reassignment accepted")
+            }
+            Err(e) => {
+                tracing::info!(topic = %t, partition = i, reason = %e.message, "partition reassignment refused")
+            }
+        }
+    }
+    results
+}
+
+/// A reassignment in progress, as ListPartitionReassignments reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reassignment {
+    pub topic: String,
+    pub partition: i32,
+    pub replicas: Vec<i32>,
+    pub adding: Vec<i32>,
+    pub removing: Vec<i32>,
+}
+
+/// The reassignments in progress among `partitions` (`None`: all), from this broker's image
+/// (every broker applies the same metadata log; it may lag the quorum by an entry).
+pub fn list_reassignments(partitions: Option<&[PartitionKey]>) -> Vec<Reassignment> {
+    let img = image();
+    let mut out = Vec::new();
+    for t in img.topics.values() {
+        for p in t.partitions.iter().filter(|p| p.reassigning()) {
+            if partitions.is_some_and(|ks| !ks.iter().any(|(n, i)| *n == t.name && *i == p.index)) {
+                continue;
+            }
+            out.push(Reassignment {
+                topic: t.name.clone(),
+                partition: p.index,
+                replicas: p.replicas.clone(),
+                adding: p.adding_replicas.clone(),
+                removing: p.removing_replicas.clone(),
+            });
+        }
+    }
+    out
 }

@@ -129,9 +129,24 @@ async fn run(f: Rc<Fetcher>) {
     let backoff = Duration::from_millis(repl.fetch_backoff_ms);
     let mut conn: Option<Conn> = None;
     let mut failures = 0u32;
+    // Partitions whose last answer was an error sit out of the fetches until then (Kafka's
+    // delayed partitions), so one partition the leader refuses (a leadership change not yet
+    // applied there) neither spins the loop nor holds back the others.
+    let mut delayed: HashMap<Key, std::time::Instant> = HashMap::new();
     tracing::debug!(leader = f.leader, "replica fetcher started");
     loop {
-        let parts = f.live();
+        let mut parts = f.live();
+        let now = std::time::Instant::now();
+        delayed.retain(|_, until| *until > now);
+        if !parts.is_empty() && !delayed.is_empty() {
+            parts.retain(|p| !delayed.contains_key(&(p.topic.clone(), p.index)));
+            if parts.is_empty() {
+                let next = delayed.values().min().copied().unwrap_or(now + backoff);
+                let _ =
+                    runtime::timeout(next.saturating_duration_since(now), f.added.notified()).await;
+                continue;
+            }
+        }
         if parts.is_empty() {
             let done = FETCHERS.with(|x| {
                 let mut fetchers = x.borrow_mut();
@@ -200,8 +215,6 @@ async fn run(f: Rc<Fetcher>) {
             runtime::sleep(backoff).await;
             continue;
         }
-        let mut retry_later = 0usize;
-        let mut handled = 0usize;
         for t in &resp.responses {
             for pd in &t.partitions {
                 let key = (t.topic.0.to_string(), pd.partition_index);
@@ -211,16 +224,12 @@ async fn run(f: Rc<Fetcher>) {
                 if p.role_generation.get() != *generation {
                     continue; // the role changed while the fetch was out
                 }
-                handled += 1;
                 if let Err(e) = on_partition(p, *offset, pd).await {
-                    retry_later += 1;
                     tracing::warn!(topic = %p.topic, partition = p.index, leader = f.leader,
                         error = %format!("{e:#}"), "replicating from the leader failed");
+                    delayed.insert(key, std::time::Instant::now() + backoff);
                 }
             }
-        }
-        if handled > 0 && retry_later == handled {
-            runtime::sleep(backoff).await;
         }
     }
 }

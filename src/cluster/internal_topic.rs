@@ -54,6 +54,7 @@ pub async fn ensure(t: InternalTopic<'_>) -> Result<(), i16> {
         partitions: t.partitions,
         replication_factor: rf,
         configs,
+        assignment: None,
     }])
     .await;
     match res.into_iter().next() {

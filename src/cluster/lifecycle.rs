@@ -209,12 +209,15 @@ fn heard_ms_ago(st: &QuorumStatus, node: i32, leader_for_ms: u64) -> Option<u64>
 
 /// The controller's decisions for one look at the cluster: fence brokers not heard from
 /// within the session timeout (moving their partitions' leadership), unfence those heard
-/// from again, and give leaderless partitions a live in-sync leader. Pure.
+/// from again, and give leaderless partitions a live in-sync leader; where none is in sync
+/// and the topic allows it (`unclean.leader.election.enable`, asked through `unclean`), a
+/// live out-of-sync replica leads with an ISR of itself. Pure.
 pub fn decide(
     img: &MetadataImage,
     st: &QuorumStatus,
     leader_for_ms: u64,
     session_timeout_ms: u64,
+    unclean: &dyn Fn(&super::TopicMeta) -> bool,
 ) -> Vec<MetadataRecord> {
     let heard = |id: i32| heard_ms_ago(st, id, leader_for_ms);
     let alive = |id: i32| heard(id).is_some_and(|ms| ms < session_timeout_ms);
@@ -254,24 +257,26 @@ pub fn decide(
             }
             let leader_lost = p.leader == NO_LEADER || fenced(p.leader);
             let leader = if leader_lost {
-                isr.iter()
-                    .copied()
-                    .find(|r| usable(*r))
-                    .unwrap_or(NO_LEADER)
+                match isr.iter().copied().find(|r| usable(*r)) {
+                    Some(l) => l,
+                    None if unclean(t) => match p.replicas.iter().copied().find(|r| usable(*r)) {
+                        Some(l) => {
+                            tracing::warn!(topic = %t.name, partition = p.index, leader = l, isr = ?p.isr,
+                                "unclean leader election: no in-sync replica is live, an out-of-sync one leads; records only the old ISR held are lost");
+                            isr = vec![l];
+                            l
+                        }
+                        None => NO_LEADER,
+                    },
+                    None => NO_LEADER,
+                }
             } else {
                 p.leader
             };
             if leader == p.leader && isr == p.isr {
                 continue;
             }
-            out.push(MetadataRecord::ChangePartition {
-                name: t.name.clone(),
-                id: t.id,
-                partition: p.index,
-                partition_epoch: p.partition_epoch,
-                leader,
-                isr,
-            });
+            out.push(super::election::change(t, p, leader, isr));
         }
     }
     out
@@ -283,6 +288,7 @@ pub async fn controller_loop(cfg: std::sync::Arc<BrokerConfig>) {
     let tick = Duration::from_millis((cfg.cluster.heartbeat_interval_ms / 2).clamp(50, 1000));
     let me = cfg.node_id as u64;
     let mut leading_since: Option<std::time::Instant> = None;
+    let mut last_balance_check = std::time::Instant::now();
     loop {
         runtime::sleep(tick).await;
         let Some(q) = super::quorum_handle() else {
@@ -295,7 +301,26 @@ pub async fn controller_loop(cfg: std::sync::Arc<BrokerConfig>) {
         }
         let since = *leading_since.get_or_insert_with(std::time::Instant::now);
         let leader_for_ms = since.elapsed().as_millis() as u64;
-        let records = decide(&image(), &st, leader_for_ms, cfg.cluster.session_timeout_ms);
+        let img = image();
+        let unclean = |t: &super::TopicMeta| {
+            cfg.topic_value(&t.configs, "unclean.leader.election.enable")
+                .is_some_and(|v| v == "true")
+        };
+        let mut records = decide(
+            &img,
+            &st,
+            leader_for_ms,
+            cfg.cluster.session_timeout_ms,
+            &unclean,
+        );
+        if records.is_empty()
+            && cfg.cluster.auto_leader_rebalance
+            && last_balance_check.elapsed().as_millis() as u64
+                >= cfg.cluster.leader_imbalance_check_interval_ms
+        {
+            last_balance_check = std::time::Instant::now();
+            records = super::election::rebalance(&img, cfg.cluster.leader_imbalance_per_broker_pct);
+        }
         if records.is_empty() {
             continue;
         }
@@ -464,7 +489,7 @@ mod tests {
     fn silent_broker_is_fenced_and_its_partitions_move_or_go_offline() {
         let mut img = cluster();
         let st = status(1, &[(2, Some(20_000)), (3, Some(100))]);
-        let d = decide(&img, &st, 0, 9_000);
+        let d = decide(&img, &st, 0, 9_000, &|_| false);
         let out = apply_all(&mut img, &d);
         assert!(out.iter().all(Result::is_ok), "{out:?}");
         assert!(img.brokers[&2].fenced);
@@ -477,10 +502,10 @@ mod tests {
             (3, vec![3])
         );
         // Steady: nothing more to decide.
-        assert!(decide(&img, &st, 0, 9_000).is_empty());
+        assert!(decide(&img, &st, 0, 9_000, &|_| false).is_empty());
         // Broker 2 answers again: unfenced, then its partition gets its leader back.
         let st = status(1, &[(2, Some(50)), (3, Some(100))]);
-        let d = decide(&img, &st, 0, 9_000);
+        let d = decide(&img, &st, 0, 9_000, &|_| false);
         apply_all(&mut img, &d);
         assert!(!img.brokers[&2].fenced);
         let t = img.topic("t").unwrap();
@@ -489,11 +514,39 @@ mod tests {
     }
 
     #[test]
+    fn unclean_election_only_where_the_topic_allows_it() {
+        let mut img = cluster();
+        // Partition 2 ([2, 3], led by 2) shrinks to ISR [2]; then broker 2 dies.
+        let st = status(1, &[(2, Some(100)), (3, Some(20_000))]);
+        let shrink = decide(&img, &st, 0, 9_000, &|_| false);
+        apply_all(&mut img, &shrink);
+        let st = status(1, &[(2, Some(20_000)), (3, Some(100))]);
+        let clean = decide(&img, &st, 0, 9_000, &|_| false);
+        let mut clean_img = img.clone();
+        apply_all(&mut clean_img, &clean);
+        let p = &clean_img.topic("t").unwrap().partitions[2];
+        assert_eq!(
+            (p.leader, p.isr.clone()),
+            (NO_LEADER, vec![2]),
+            "offline, waiting for 2"
+        );
+        let unclean = decide(&img, &st, 0, 9_000, &|t| t.name == "t");
+        let out = apply_all(&mut img, &unclean);
+        assert!(out.iter().all(Result::is_ok), "{out:?}");
+        let p = &img.topic("t").unwrap().partitions[2];
+        assert_eq!(
+            (p.leader, p.isr.clone()),
+            (3, vec![3]),
+            "out-of-sync 3 leads"
+        );
+    }
+
+    #[test]
     fn a_fenced_follower_leaves_the_isr_and_the_leader_stays() {
         let mut img = cluster();
         // Partition 2 has replicas [2, 3], led by 2; broker 3 goes silent.
         let st = status(1, &[(2, Some(100)), (3, Some(20_000))]);
-        let d = decide(&img, &st, 0, 9_000);
+        let d = decide(&img, &st, 0, 9_000, &|_| false);
         let out = apply_all(&mut img, &d);
         assert!(out.iter().all(Result::is_ok), "{out:?}");
         let p = &img.topic("t").unwrap().partitions[2];
@@ -523,7 +576,7 @@ mod tests {
             }],
         );
         let st = status(1, &[(2, Some(10)), (3, Some(10))]);
-        let d = decide(&img, &st, 0, 9_000);
+        let d = decide(&img, &st, 0, 9_000, &|_| false);
         let out = apply_all(&mut img, &d);
         assert!(img.brokers[&2].fenced, "heard from, but leaving");
         assert!(out.iter().all(Result::is_ok), "{d:?} {out:?}");
@@ -543,7 +596,7 @@ mod tests {
                 rack: None,
             }],
         );
-        let d = decide(&img, &st, 0, 9_000);
+        let d = decide(&img, &st, 0, 9_000, &|_| false);
         apply_all(&mut img, &d);
         assert_eq!(img.topic("t").unwrap().partitions[0].leader, 2);
     }
@@ -552,12 +605,12 @@ mod tests {
     fn unknown_liveness_fences_no_one_until_a_new_leader_has_waited_a_session() {
         let img = cluster();
         assert!(
-            decide(&img, &status(1, &[]), 60_000, 9_000).is_empty(),
+            decide(&img, &status(1, &[]), 60_000, 9_000, &|_| false).is_empty(),
             "not members"
         );
         let silent = status(1, &[(2, None), (3, Some(10))]);
-        assert!(decide(&img, &silent, 1_000, 9_000).is_empty());
-        let d = decide(&img, &silent, 9_500, 9_000);
+        assert!(decide(&img, &silent, 1_000, 9_000, &|_| false).is_empty());
+        let d = decide(&img, &silent, 9_500, 9_000, &|_| false);
         assert!(matches!(d[0], R::FenceBroker { id: 2, .. }), "{d:?}");
     }
 }

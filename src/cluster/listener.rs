@@ -6,7 +6,9 @@
 //! deleted and created again under its name is another topic) that were hosted
 //! here, opens the logs of new partitions hosted here (which creates their
 //! directories, so a produce right after a CreateTopics finds them), and
-//! applies changed topic configs. Deletions go first. Each change is handled
+//! applies changed topic configs. A reassignment that adds this broker to a
+//! partition's replicas opens it here (as a follower); one that removes it
+//! closes and deletes the local copy. Deletions go first. Each change is handled
 //! once, in image order; [`wait_processed`] lets a proposer wait until the
 //! entry it committed has been handled here.
 
@@ -121,14 +123,14 @@ async fn follow(prev: &MetadataImage, next: &MetadataImage, node: i32) {
         };
         let min_isr_changed =
             old.configs.get("min.insync.replicas") != t.configs.get("min.insync.replicas");
-        for p in t.partitions.iter().filter(|p| {
-            p.replicas.contains(&node)
-                || old
-                    .partitions
-                    .get(p.index as usize)
-                    .is_some_and(|o| o.replicas.contains(&node))
-        }) {
-            let changed = old.partitions.get(p.index as usize).is_none_or(|o| {
+        for p in t.partitions.iter() {
+            let before = old.partitions.get(p.index as usize);
+            let was = before.is_some_and(|o| o.replicas.contains(&node));
+            let is = p.replicas.contains(&node);
+            if !was && !is {
+                continue;
+            }
+            let changed = before.is_none_or(|o| {
                 o.leader != p.leader
                     || o.leader_epoch != p.leader_epoch
                     || o.partition_epoch != p.partition_epoch
@@ -138,9 +140,35 @@ async fn follow(prev: &MetadataImage, next: &MetadataImage, node: i32) {
                 continue;
             }
             let (name, index) = (t.name.clone(), p.index);
+            // A completed reassignment that removed this broker: the local copy goes.
+            let remove = (was && !is).then(|| {
+                partition_manager::partition_dir(
+                    &cfg,
+                    &name,
+                    index,
+                    before.map_or(0, |o| o.log_dir),
+                )
+            });
+            let open = is && !was;
             roles.push(runtime::submit_to(
                 owner_shard(&name, index, shards),
-                move || async move { partition_manager::reassign(&name, index).await },
+                move || async move {
+                    if open {
+                        // A reassignment made this broker a replica: open the partition
+                        // (empty, or what an earlier stint left); it follows its leader.
+                        if let Err(e) = partition_manager::get_hosted(&name, index).await {
+                            tracing::error!(topic = %name, partition = index, error = %e, "opening a newly assigned replica failed");
+                            return;
+                        }
+                    }
+                    partition_manager::reassign(&name, index).await;
+                    if let Some(dir) = remove {
+                        tracing::info!(topic = %name, partition = index, "no longer a replica of the partition: deleting the local copy");
+                        if let Err(e) = partition_manager::delete(&name, index, dir).await {
+                            tracing::error!(topic = %name, partition = index, error = %e, "deleting a removed replica failed");
+                        }
+                    }
+                },
             ));
         }
     }

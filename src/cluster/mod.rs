@@ -11,6 +11,7 @@
 //! of the topic name and partition index ([`owner_shard`]).
 
 pub mod controller;
+pub mod election;
 pub mod fetcher;
 pub mod internal_topic;
 pub mod leader;
@@ -55,6 +56,30 @@ pub struct PartitionMeta {
     /// Bumped at every change of leader or ISR; the compare-and-set token of a change.
     #[serde(default)]
     pub partition_epoch: i32,
+    /// While a reassignment runs: the replicas being added (in `replicas`, catching up, not
+    /// yet all in the ISR) and those to be removed once they are (Kafka's
+    /// adding/removing replicas). Both empty otherwise.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub adding_replicas: Vec<i32>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub removing_replicas: Vec<i32>,
+}
+
+impl PartitionMeta {
+    /// True while a reassignment of the partition is in progress.
+    pub fn reassigning(&self) -> bool {
+        !self.adding_replicas.is_empty() || !self.removing_replicas.is_empty()
+    }
+
+    /// The replicas the partition will have once its reassignment completes (its replicas
+    /// when none runs).
+    pub fn target_replicas(&self) -> Vec<i32> {
+        self.replicas
+            .iter()
+            .copied()
+            .filter(|r| !self.removing_replicas.contains(r))
+            .collect()
+    }
 }
 
 fn no_leader() -> i32 {

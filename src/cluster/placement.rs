@@ -72,6 +72,48 @@ pub fn place(
         .collect())
 }
 
+/// A decommission plan: for every partition with a replica on `gone`, its new replica list,
+/// with `gone` replaced (in place, so the preferred order is kept) by the broker among
+/// `brokers` (not `gone`, not already a replica) holding the fewest replicas so far, ties
+/// to the lowest id. `partitions`: (topic, partition, replicas). Refused when some partition
+/// has no broker left to move to.
+pub fn plan_decommission(
+    partitions: &[(String, i32, Vec<i32>)],
+    brokers: &[i32],
+    gone: i32,
+) -> Result<Vec<(String, i32, Vec<i32>)>, String> {
+    let mut load: std::collections::BTreeMap<i32, usize> = brokers
+        .iter()
+        .filter(|b| **b != gone)
+        .map(|b| (*b, 0))
+        .collect();
+    for (_, _, rs) in partitions {
+        for r in rs {
+            if let Some(n) = load.get_mut(r) {
+                *n += 1;
+            }
+        }
+    }
+    let mut plan = Vec::new();
+    for (topic, index, rs) in partitions.iter().filter(|(_, _, rs)| rs.contains(&gone)) {
+        let to = load
+            .iter()
+            .filter(|(b, _)| !rs.contains(b))
+            .min_by_key(|(b, n)| (**n, **b))
+            .map(|(b, _)| *b)
+            .ok_or_else(|| {
+                format!("{topic}-{index} (replicas {rs:?}) has no broker left to move to: add a broker first")
+            })?;
+        *load.entry(to).or_default() += 1;
+        let new = rs
+            .iter()
+            .map(|r| if *r == gone { to } else { *r })
+            .collect();
+        plan.push((topic.clone(), *index, new));
+    }
+    Ok(plan)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -134,5 +176,29 @@ mod tests {
         let mixed = [b(2, Some("a")), b(1, None)];
         let refs: Vec<&BrokerMeta> = mixed.iter().collect();
         assert_eq!(broker_order(&refs), vec![1, 2]);
+    }
+
+    #[test]
+    fn decommission_spreads_the_leaving_broker_replicas_over_the_least_loaded() {
+        let parts = vec![
+            ("a".to_string(), 0, vec![1, 2, 3]),
+            ("a".to_string(), 1, vec![2, 3, 1]),
+            ("a".to_string(), 2, vec![3, 4, 2]),
+        ];
+        let plan = plan_decommission(&parts, &[1, 2, 3, 4], 1).unwrap();
+        // Broker 4 holds one replica, 2 and 3 three each: both of 1's go to 4 (then 4 has
+        // three, still not more than the others), keeping their place in the list.
+        assert_eq!(
+            plan,
+            vec![
+                ("a".to_string(), 0, vec![4, 2, 3]),
+                ("a".to_string(), 1, vec![2, 3, 4])
+            ]
+        );
+        let err = plan_decommission(&parts, &[1, 2, 3], 1).unwrap_err();
+        assert!(err.contains("a-0"), "{err}");
+        assert!(plan_decommission(&parts, &[1, 2, 3, 4], 9)
+            .unwrap()
+            .is_empty());
     }
 }

@@ -107,6 +107,18 @@ pub enum MetadataRecord {
         leader: i32,
         isr: Vec<i32>,
     },
+    /// A partition reassignment (AlterPartitionReassignments): move the partition's replicas
+    /// to `target`, or cancel the reassignment in progress (`None`), if its partition epoch
+    /// is still `partition_epoch`. The new replicas join as followers; the reassignment
+    /// completes (the removed replicas leave, a removed leader hands over) in the same step
+    /// that finds every target replica in the ISR ([`complete_reassignment`]).
+    ReassignPartition {
+        name: String,
+        id: uuid::Uuid,
+        partition: i32,
+        partition_epoch: i32,
+        target: Option<Vec<i32>>,
+    },
     /// A topic's config overrides, replaced whole.
     TopicConfigs {
         name: String,
@@ -205,7 +217,168 @@ fn new_partition(index: i32, replicas: Vec<i32>, img: &MetadataImage) -> Partiti
         replicas,
         leader,
         partition_epoch: 0,
+        adding_replicas: Vec::new(),
+        removing_replicas: Vec::new(),
     }
+}
+
+/// The partition `partition` of a topic being changed, if its partition epoch is still
+/// `partition_epoch` (the compare-and-set of every partition change).
+fn partition_at(
+    meta: &mut TopicMeta,
+    partition: i32,
+    partition_epoch: i32,
+) -> Result<&mut PartitionMeta, Refusal> {
+    let name = meta.name.clone();
+    let Some(p) = usize::try_from(partition)
+        .ok()
+        .and_then(|i| meta.partitions.get_mut(i))
+    else {
+        return Err(unknown_topic(&name));
+    };
+    if p.partition_epoch != partition_epoch {
+        return Err(Refusal::new(
+            ResponseError::FencedLeaderEpoch,
+            format!(
+                "{name}-{partition} is at partition epoch {}, not {partition_epoch}",
+                p.partition_epoch
+            ),
+        ));
+    }
+    Ok(p)
+}
+
+/// True for the refusal of a change decided on an older state of the partition: deciding
+/// again on the current image may succeed.
+pub fn is_stale(r: &Refusal) -> bool {
+    r.code == ResponseError::FencedLeaderEpoch.code()
+}
+
+fn live(img: &MetadataImage, id: i32) -> bool {
+    img.brokers.get(&id).is_some_and(|b| !b.fenced)
+}
+
+/// Moves the leadership to `leader` (bumping the leader epoch) if it is another broker.
+fn set_leader(p: &mut PartitionMeta, leader: i32) {
+    if p.leader != leader {
+        p.leader_epoch += 1;
+        p.leader = leader;
+    }
+}
+
+/// Finishes the partition's reassignment once every target replica is in the ISR: the
+/// replicas become the target, the removed ones leave the ISR, and a leader being removed
+/// hands over to the first live in-sync target replica (none live: the reassignment waits).
+/// Kafka's controller does the same when an AlterPartition completes the target ISR.
+pub fn complete_reassignment(p: &mut PartitionMeta, img: &MetadataImage) {
+    if !p.reassigning() {
+        return;
+    }
+    let target = p.target_replicas();
+    if target.is_empty() || !target.iter().all(|r| p.isr.contains(r)) {
+        return;
+    }
+    let leader = if target.contains(&p.leader) {
+        p.leader
+    } else {
+        match target.iter().copied().find(|r| live(img, *r)) {
+            Some(l) => l,
+            None => return,
+        }
+    };
+    p.isr.retain(|r| target.contains(r));
+    p.replicas = target;
+    p.adding_replicas.clear();
+    p.removing_replicas.clear();
+    set_leader(p, leader);
+}
+
+/// Starts (or replaces, or with `None` cancels) a reassignment of `p`. Kafka's rules: the
+/// replicas are the target followed by the original replicas leaving; the ISR keeps only
+/// replicas still present; a leader no longer present hands over.
+fn reassign(
+    p: &mut PartitionMeta,
+    img: &MetadataImage,
+    name: &str,
+    target: Option<&Vec<i32>>,
+) -> Result<(), Refusal> {
+    let invalid = |m: String| Refusal::new(ResponseError::InvalidReplicaAssignment, m);
+    let original: Vec<i32> = p
+        .replicas
+        .iter()
+        .copied()
+        .filter(|r| !p.adding_replicas.contains(r))
+        .collect();
+    let (replicas, adding, removing) = match target {
+        None => {
+            if !p.reassigning() {
+                return Err(Refusal::new(
+                    ResponseError::NoReassignmentInProgress,
+                    format!("no reassignment of {name}-{} is in progress", p.index),
+                ));
+            }
+            (original, Vec::new(), Vec::new())
+        }
+        Some(target) => {
+            if target.is_empty() {
+                return Err(invalid(format!(
+                    "the new replica list of {name}-{} is empty",
+                    p.index
+                )));
+            }
+            let mut seen = std::collections::BTreeSet::new();
+            if let Some(d) = target.iter().find(|r| !seen.insert(**r)) {
+                return Err(invalid(format!(
+                    "broker {d} is listed twice for {name}-{}",
+                    p.index
+                )));
+            }
+            if let Some(u) = target.iter().find(|r| !img.brokers.contains_key(r)) {
+                return Err(invalid(format!(
+                    "broker {u} is not registered in the cluster"
+                )));
+            }
+            let adding: Vec<i32> = target
+                .iter()
+                .copied()
+                .filter(|r| !original.contains(r))
+                .collect();
+            let removing: Vec<i32> = original
+                .iter()
+                .copied()
+                .filter(|r| !target.contains(r))
+                .collect();
+            let mut replicas = target.clone();
+            replicas.extend(&removing);
+            (replicas, adding, removing)
+        }
+    };
+    let isr: Vec<i32> = p
+        .isr
+        .iter()
+        .copied()
+        .filter(|r| replicas.contains(r))
+        .collect();
+    if isr.is_empty() {
+        return Err(invalid(format!(
+            "no in-sync replica of {name}-{} would remain (ISR {:?})",
+            p.index, p.isr
+        )));
+    }
+    let leader = if p.leader == NO_LEADER || replicas.contains(&p.leader) {
+        p.leader
+    } else {
+        isr.iter()
+            .copied()
+            .find(|r| live(img, *r))
+            .unwrap_or(NO_LEADER)
+    };
+    p.replicas = replicas;
+    p.adding_replicas = adding;
+    p.removing_replicas = removing;
+    p.isr = isr;
+    set_leader(p, leader);
+    Ok(())
 }
 
 /// Applies one record to the image. A refusal leaves the image unchanged.
@@ -327,21 +500,7 @@ pub fn apply(img: &mut MetadataImage, rec: &MetadataRecord) -> Result<Applied, R
         } => {
             let t = topic_with_id(img, name, *id)?;
             let mut meta = (**t).clone();
-            let Some(p) = usize::try_from(*partition)
-                .ok()
-                .and_then(|i| meta.partitions.get_mut(i))
-            else {
-                return Err(unknown_topic(name));
-            };
-            if p.partition_epoch != *partition_epoch {
-                return Err(Refusal::new(
-                    ResponseError::FencedLeaderEpoch,
-                    format!(
-                        "{name}-{partition} is at partition epoch {}, not {partition_epoch}",
-                        p.partition_epoch
-                    ),
-                ));
-            }
+            let p = partition_at(&mut meta, *partition, *partition_epoch)?;
             if isr.is_empty() || isr.iter().any(|r| !p.replicas.contains(r)) {
                 return Err(Refusal::new(
                     ResponseError::InvalidRequest,
@@ -364,12 +523,25 @@ pub fn apply(img: &mut MetadataImage, rec: &MetadataRecord) -> Result<Applied, R
                     format!("broker {r} is fenced or unknown and cannot join the ISR of {name}-{partition}"),
                 ));
             }
-            if p.leader != *leader {
-                p.leader_epoch += 1;
-                p.leader = *leader;
-            }
+            set_leader(p, *leader);
             p.isr = isr.clone();
             p.partition_epoch += 1;
+            complete_reassignment(p, img);
+            img.topics.insert(name.clone(), Arc::new(meta));
+        }
+        MetadataRecord::ReassignPartition {
+            name,
+            id,
+            partition,
+            partition_epoch,
+            target,
+        } => {
+            let t = topic_with_id(img, name, *id)?;
+            let mut meta = (**t).clone();
+            let p = partition_at(&mut meta, *partition, *partition_epoch)?;
+            reassign(p, img, name, target.as_ref())?;
+            p.partition_epoch += 1;
+            complete_reassignment(p, img);
             img.topics.insert(name.clone(), Arc::new(meta));
         }
         MetadataRecord::TopicConfigs { name, id, configs } => {
@@ -553,6 +725,101 @@ mod tests {
             "a second grow from 1 must fail"
         );
         assert_eq!(img.topic("t").unwrap().partitions.len(), 2);
+    }
+
+    fn reassign_rec(t: &TopicMeta, epoch: i32, target: Option<Vec<i32>>) -> MetadataRecord {
+        MetadataRecord::ReassignPartition {
+            name: t.name.clone(),
+            id: t.id,
+            partition: 0,
+            partition_epoch: epoch,
+            target,
+        }
+    }
+
+    #[test]
+    fn reassignment_adds_then_completes_when_the_target_is_in_sync() {
+        let mut img = MetadataImage::default();
+        apply_all(&mut img, &[broker(1), broker(2), broker(3), broker(4)]);
+        apply(&mut img, &create("t", 1, vec![vec![1, 2, 3]])).unwrap();
+        let t = img.topic("t").unwrap().clone();
+        apply(&mut img, &reassign_rec(&t, 0, Some(vec![2, 3, 4]))).unwrap();
+        let p = img.topic("t").unwrap().partitions[0].clone();
+        assert_eq!(p.replicas, vec![2, 3, 4, 1]);
+        assert_eq!(
+            (p.adding_replicas.clone(), p.removing_replicas.clone()),
+            (vec![4], vec![1])
+        );
+        assert_eq!(
+            (p.leader, p.leader_epoch, p.isr.clone()),
+            (1, 0, vec![1, 2, 3])
+        );
+        assert_eq!(p.target_replicas(), vec![2, 3, 4]);
+        // The leader adds the caught-up new replica to the ISR: the reassignment completes,
+        // and the leader, being removed, hands over to the first target replica.
+        let grow = MetadataRecord::ChangePartition {
+            name: "t".into(),
+            id: t.id,
+            partition: 0,
+            partition_epoch: p.partition_epoch,
+            leader: 1,
+            isr: vec![1, 2, 3, 4],
+        };
+        apply(&mut img, &grow).unwrap();
+        let p = img.topic("t").unwrap().partitions[0].clone();
+        assert_eq!(p.replicas, vec![2, 3, 4]);
+        assert_eq!(p.isr, vec![2, 3, 4]);
+        assert!(!p.reassigning());
+        assert_eq!((p.leader, p.leader_epoch), (2, 1));
+    }
+
+    #[test]
+    fn reassignment_refusals_and_cancel() {
+        let mut img = MetadataImage::default();
+        apply_all(&mut img, &[broker(1), broker(2), broker(3), broker(4)]);
+        apply(&mut img, &create("t", 1, vec![vec![1, 2]])).unwrap();
+        let t = img.topic("t").unwrap().clone();
+        let code = |r: Result<Applied, Refusal>| r.unwrap_err().code;
+        let bad = ResponseError::InvalidReplicaAssignment.code();
+        assert_eq!(
+            code(apply(&mut img, &reassign_rec(&t, 0, Some(vec![])))),
+            bad
+        );
+        assert_eq!(
+            code(apply(&mut img, &reassign_rec(&t, 0, Some(vec![3, 3])))),
+            bad
+        );
+        assert_eq!(
+            code(apply(&mut img, &reassign_rec(&t, 0, Some(vec![9])))),
+            bad
+        );
+        assert_eq!(
+            code(apply(&mut img, &reassign_rec(&t, 0, None))),
+            ResponseError::NoReassignmentInProgress.code()
+        );
+        // To brokers holding no in-sync copy: nothing would remain in sync yet, so the
+        // old replicas stay until the new ones catch up.
+        apply(&mut img, &reassign_rec(&t, 0, Some(vec![3, 4]))).unwrap();
+        let p = img.topic("t").unwrap().partitions[0].clone();
+        assert_eq!(p.replicas, vec![3, 4, 1, 2]);
+        assert_eq!(p.isr, vec![1, 2]);
+        assert_eq!(
+            code(apply(&mut img, &reassign_rec(&t, 0, None))),
+            ResponseError::FencedLeaderEpoch.code(),
+            "a decision on an old partition epoch loses"
+        );
+        apply(&mut img, &reassign_rec(&t, 1, None)).unwrap();
+        let p = img.topic("t").unwrap().partitions[0].clone();
+        assert_eq!(p.replicas, vec![1, 2]);
+        assert!(!p.reassigning());
+        assert_eq!((p.leader, p.leader_epoch, p.partition_epoch), (1, 0, 2));
+        // A target already in sync completes at once.
+        apply(&mut img, &reassign_rec(&t, 2, Some(vec![2]))).unwrap();
+        let p = img.topic("t").unwrap().partitions[0].clone();
+        assert_eq!(
+            (p.replicas.clone(), p.isr.clone(), p.leader),
+            (vec![2], vec![2], 2)
+        );
     }
 
     #[test]

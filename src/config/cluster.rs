@@ -59,6 +59,12 @@ pub struct ClusterSettings {
     pub session_timeout_ms: u64,
     pub election_timeout_ms: u64,
     pub replication: ReplicationSettings,
+    /// `auto.leader.rebalance.enable`.
+    pub auto_leader_rebalance: bool,
+    /// `leader.imbalance.check.interval.seconds`, in ms.
+    pub leader_imbalance_check_interval_ms: u64,
+    /// `leader.imbalance.per.broker.percentage`.
+    pub leader_imbalance_per_broker_pct: u64,
 }
 
 /// How followers fetch from leaders and when a leader drops them from the ISR (Kafka's
@@ -129,7 +135,7 @@ pub fn from_values(
             .parse::<u64>()
             .ok()
             .filter(|n| *n > 0)
-            .with_context(|| format!("{k} must be a positive number of milliseconds"))
+            .with_context(|| format!("{k} must be a positive number"))
     };
     let node_id: i32 = get("node.id")
         .parse()
@@ -188,6 +194,29 @@ pub fn from_values(
             fetch_min_bytes: num("replica.fetch.min.bytes")?,
             fetch_backoff_ms: num("replica.fetch.backoff.ms")?,
             num_fetchers: num("num.replica.fetchers")?,
+        },
+        auto_leader_rebalance: match get("auto.leader.rebalance.enable").as_str() {
+            "true" | "" => true,
+            "false" => false,
+            other => bail!("auto.leader.rebalance.enable must be true or false, got {other:?}"),
+        },
+        leader_imbalance_check_interval_ms: match get("leader.imbalance.check.interval.seconds")
+            .as_str()
+        {
+            "" => 300_000,
+            _ => num("leader.imbalance.check.interval.seconds")?.saturating_mul(1000),
+        },
+        leader_imbalance_per_broker_pct: match get("leader.imbalance.per.broker.percentage")
+            .as_str()
+        {
+            "" => 10,
+            v => v
+                .parse::<u64>()
+                .ok()
+                .filter(|p| *p <= 100)
+                .with_context(|| {
+                    format!("leader.imbalance.per.broker.percentage must be 0..=100, got {v:?}")
+                })?,
         },
     };
     if settings.session_timeout_ms <= settings.heartbeat_interval_ms {

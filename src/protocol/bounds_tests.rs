@@ -48,6 +48,9 @@ macro_rules! by_api {
             ApiKey::ListTransactions => $f::<ListTransactionsRequest>($($arg),*),
             ApiKey::DescribeProducers => $f::<DescribeProducersRequest>($($arg),*),
             ApiKey::DescribeLogDirs => $f::<DescribeLogDirsRequest>($($arg),*),
+            ApiKey::ElectLeaders => $f::<ElectLeadersRequest>($($arg),*),
+            ApiKey::AlterPartitionReassignments => $f::<AlterPartitionReassignmentsRequest>($($arg),*),
+            ApiKey::ListPartitionReassignments => $f::<ListPartitionReassignmentsRequest>($($arg),*),
             other => panic!("no request type listed for {other:?}"),
         }
     };

@@ -529,6 +529,92 @@ pub static DESCRIBE_LOG_DIRS_REQUEST: StructSchema = StructSchema {
     tagged: &[],
 };
 
+/// `elect_leaders_request::TopicPartitions`
+pub static ELECT_LEADERS_REQUEST__TOPIC_PARTITIONS: StructSchema = StructSchema {
+    name: "TopicPartitions",
+    versions: (0, 2),
+    flexible_from: Some(2),
+    fields: &[
+        Field { name: "topic", alts: &[(0, 1, Ty::String { nullable: false }), (2, 2, Ty::CompactString { nullable: false })] },
+        Field { name: "partitions", alts: &[(0, 1, Ty::Array { nullable: false, elem: &Ty::Int32 }), (2, 2, Ty::CompactArray { nullable: false, elem: &Ty::Int32 })] },
+    ],
+    tagged: &[],
+};
+
+/// `elect_leaders_request::ElectLeadersRequest`
+pub static ELECT_LEADERS_REQUEST: StructSchema = StructSchema {
+    name: "ElectLeadersRequest",
+    versions: (0, 2),
+    flexible_from: Some(2),
+    fields: &[
+        Field { name: "election_type", alts: &[(1, 2, Ty::Int8)] },
+        Field { name: "topic_partitions", alts: &[(0, 1, Ty::Array { nullable: true, elem: &Ty::Struct(&ELECT_LEADERS_REQUEST__TOPIC_PARTITIONS) }), (2, 2, Ty::CompactArray { nullable: true, elem: &Ty::Struct(&ELECT_LEADERS_REQUEST__TOPIC_PARTITIONS) })] },
+        Field { name: "timeout_ms", alts: &[(0, 2, Ty::Int32)] },
+    ],
+    tagged: &[],
+};
+
+/// `alter_partition_reassignments_request::ReassignablePartition`
+pub static ALTER_PARTITION_REASSIGNMENTS_REQUEST__REASSIGNABLE_PARTITION: StructSchema = StructSchema {
+    name: "ReassignablePartition",
+    versions: (0, 1),
+    flexible_from: Some(0),
+    fields: &[
+        Field { name: "partition_index", alts: &[(0, 1, Ty::Int32)] },
+        Field { name: "replicas", alts: &[(0, 1, Ty::CompactArray { nullable: true, elem: &Ty::Int32 })] },
+    ],
+    tagged: &[],
+};
+
+/// `alter_partition_reassignments_request::ReassignableTopic`
+pub static ALTER_PARTITION_REASSIGNMENTS_REQUEST__REASSIGNABLE_TOPIC: StructSchema = StructSchema {
+    name: "ReassignableTopic",
+    versions: (0, 1),
+    flexible_from: Some(0),
+    fields: &[
+        Field { name: "name", alts: &[(0, 1, Ty::CompactString { nullable: false })] },
+        Field { name: "partitions", alts: &[(0, 1, Ty::CompactArray { nullable: false, elem: &Ty::Struct(&ALTER_PARTITION_REASSIGNMENTS_REQUEST__REASSIGNABLE_PARTITION) })] },
+    ],
+    tagged: &[],
+};
+
+/// `alter_partition_reassignments_request::AlterPartitionReassignmentsRequest`
+pub static ALTER_PARTITION_REASSIGNMENTS_REQUEST: StructSchema = StructSchema {
+    name: "AlterPartitionReassignmentsRequest",
+    versions: (0, 1),
+    flexible_from: Some(0),
+    fields: &[
+        Field { name: "timeout_ms", alts: &[(0, 1, Ty::Int32)] },
+        Field { name: "allow_replication_factor_change", alts: &[(1, 1, Ty::Bool)] },
+        Field { name: "topics", alts: &[(0, 1, Ty::CompactArray { nullable: false, elem: &Ty::Struct(&ALTER_PARTITION_REASSIGNMENTS_REQUEST__REASSIGNABLE_TOPIC) })] },
+    ],
+    tagged: &[],
+};
+
+/// `list_partition_reassignments_request::ListPartitionReassignmentsTopics`
+pub static LIST_PARTITION_REASSIGNMENTS_REQUEST__LIST_PARTITION_REASSIGNMENTS_TOPICS: StructSchema = StructSchema {
+    name: "ListPartitionReassignmentsTopics",
+    versions: (0, 0),
+    flexible_from: Some(0),
+    fields: &[
+        Field { name: "name", alts: &[(0, 0, Ty::CompactString { nullable: false })] },
+        Field { name: "partition_indexes", alts: &[(0, 0, Ty::CompactArray { nullable: false, elem: &Ty::Int32 })] },
+    ],
+    tagged: &[],
+};
+
+/// `list_partition_reassignments_request::ListPartitionReassignmentsRequest`
+pub static LIST_PARTITION_REASSIGNMENTS_REQUEST: StructSchema = StructSchema {
+    name: "ListPartitionReassignmentsRequest",
+    versions: (0, 0),
+    flexible_from: Some(0),
+    fields: &[
+        Field { name: "timeout_ms", alts: &[(0, 0, Ty::Int32)] },
+        Field { name: "topics", alts: &[(0, 0, Ty::CompactArray { nullable: true, elem: &Ty::Struct(&LIST_PARTITION_REASSIGNMENTS_REQUEST__LIST_PARTITION_REASSIGNMENTS_TOPICS) })] },
+    ],
+    tagged: &[],
+};
+
 /// `find_coordinator_request::FindCoordinatorRequest`
 pub static FIND_COORDINATOR_REQUEST: StructSchema = StructSchema {
     name: "FindCoordinatorRequest",
@@ -1041,6 +1127,9 @@ pub fn request(api: ApiKey) -> Option<&'static StructSchema> {
         ApiKey::DescribeQuorum => Some(&DESCRIBE_QUORUM_REQUEST),
         ApiKey::OffsetForLeaderEpoch => Some(&OFFSET_FOR_LEADER_EPOCH_REQUEST),
         ApiKey::DescribeLogDirs => Some(&DESCRIBE_LOG_DIRS_REQUEST),
+        ApiKey::ElectLeaders => Some(&ELECT_LEADERS_REQUEST),
+        ApiKey::AlterPartitionReassignments => Some(&ALTER_PARTITION_REASSIGNMENTS_REQUEST),
+        ApiKey::ListPartitionReassignments => Some(&LIST_PARTITION_REASSIGNMENTS_REQUEST),
         ApiKey::FindCoordinator => Some(&FIND_COORDINATOR_REQUEST),
         ApiKey::JoinGroup => Some(&JOIN_GROUP_REQUEST),
         ApiKey::SyncGroup => Some(&SYNC_GROUP_REQUEST),
@@ -1081,6 +1170,9 @@ pub const REQUEST_APIS: &[ApiKey] = &[
     ApiKey::DescribeQuorum,
     ApiKey::OffsetForLeaderEpoch,
     ApiKey::DescribeLogDirs,
+    ApiKey::ElectLeaders,
+    ApiKey::AlterPartitionReassignments,
+    ApiKey::ListPartitionReassignments,
     ApiKey::FindCoordinator,
     ApiKey::JoinGroup,
     ApiKey::SyncGroup,

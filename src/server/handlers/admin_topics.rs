@@ -21,7 +21,6 @@ use crate::config::TOPIC_CONFIGS;
 use crate::protocol::Request;
 
 pub async fn create_topics(req: &Request, body: CreateTopicsRequest) -> CreateTopicsResponse {
-    let cfg = broker_config();
     let mut results: Vec<CreatableTopicResult> = Vec::new();
     let mut todo = Vec::new();
     let mut seen = HashSet::new();
@@ -54,33 +53,39 @@ pub async fn create_topics(req: &Request, body: CreateTopicsRequest) -> CreateTo
             }
             let mut partitions = t.num_partitions;
             let mut rf = t.replication_factor;
+            let mut assignment = None;
             if !t.assignments.is_empty() {
                 if partitions != -1 || rf != -1 {
                     return Err(Refusal { code: ResponseError::InvalidRequest.code(), message: "Both numPartitions or replicationFactor and replicasAssignments were set. Both cannot be used at the same time.".into() });
                 }
-                for a in &t.assignments {
-                    if a.broker_ids.iter().any(|b| b.0 != cfg.node_id) {
-                        return Err(Refusal {
-                            code: ResponseError::InvalidReplicaAssignment.code(),
-                            message: format!(
-                                "Unknown broker in the replica assignment of partition {}",
-                                a.partition_index
-                            ),
-                        });
-                    }
-                }
-                partitions = t.assignments.len() as i32;
-                rf = t
+                let mut lists: Vec<(i32, Vec<i32>)> = t
                     .assignments
-                    .first()
-                    .map(|a| a.broker_ids.len() as i16)
-                    .unwrap_or(1);
+                    .iter()
+                    .map(|a| {
+                        (
+                            a.partition_index,
+                            a.broker_ids.iter().map(|b| b.0).collect(),
+                        )
+                    })
+                    .collect();
+                lists.sort_by_key(|(i, _)| *i);
+                if lists.iter().enumerate().any(|(n, (i, _))| *i != n as i32) {
+                    return Err(Refusal {
+                        code: ResponseError::InvalidReplicaAssignment.code(),
+                        message: "Partitions should be a consecutive 0-based integer sequence"
+                            .into(),
+                    });
+                }
+                assignment = Some(lists.into_iter().map(|(_, l)| l).collect::<Vec<_>>());
+                partitions = -1;
+                rf = -1;
             }
             let new = NewTopic {
                 name: name.clone(),
                 partitions,
                 replication_factor: rf,
                 configs,
+                assignment,
             };
             let (p, rf) = controller::validate_new_topic(&new)?;
             Ok((new, p, rf))

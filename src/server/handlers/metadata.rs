@@ -96,6 +96,7 @@ pub async fn handle(req: &Request, body: MetadataRequest) -> MetadataResponse {
                         partitions: -1,
                         replication_factor: -1,
                         configs: Default::default(),
+                        assignment: None,
                     };
                     match controller::create_topics(vec![new]).await.pop() {
                         Some(Ok(meta)) => t = describe(&image(), &meta, cfg.node_id, req.version),

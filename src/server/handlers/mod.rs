@@ -4,6 +4,7 @@
 //! run there through `runtime::submit_to`, and merged back in request order.
 
 mod admin_configs;
+mod admin_partitions;
 mod admin_topics;
 mod api_versions;
 mod describe_cluster;
@@ -130,6 +131,18 @@ async fn handle_now(frame: Bytes, client_host: &str) -> Result<Option<Bytes>, Fr
         ApiKey::OffsetForLeaderEpoch => respond(
             &req,
             offset_for_leader_epoch::handle(&req, decode_body(&req)?).await,
+        ),
+        ApiKey::ElectLeaders => respond(
+            &req,
+            admin_partitions::elect_leaders(&req, decode_body(&req)?).await,
+        ),
+        ApiKey::AlterPartitionReassignments => respond(
+            &req,
+            admin_partitions::alter_reassignments(&req, decode_body(&req)?).await,
+        ),
+        ApiKey::ListPartitionReassignments => respond(
+            &req,
+            admin_partitions::list_reassignments(decode_body(&req)?),
         ),
         ApiKey::DescribeLogDirs => respond(
             &req,
