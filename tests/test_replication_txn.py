@@ -25,8 +25,10 @@ import time
 import pytest
 from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
 
+from rawwire import connect, read_frame
 from test_cluster import JOIN_TIMEOUT_S, wait_until
 from test_replication import create, full_isr, partitions, rcluster
+from test_transactions import parse_write_txn_markers_v1, write_txn_markers_v1
 
 pytestmark = pytest.mark.sluice_only
 
@@ -238,6 +240,17 @@ def test_transactional_producer_survives_its_coordinators_death(broker_factory):
             a = attempts[t] - 1  # the attempt aborted on purpose, after its records landed
             mine = [v for v in raw[part] if v.startswith(f"t{t}:a{a}:p{part}:".encode())]
             assert mine == [value(t, a, part, s) for s in range(PER_PART)], (part, t, mine)
+    # A broker asked for a marker on a partition it does not lead refuses it (the
+    # coordinator then follows the leadership).
+    lead = partitions(nodes[0], TOPIC)[0].leader
+    other = next(b for i, b in enumerate(nodes, start=1) if i != lead)
+    s = connect(other.port)
+    try:
+        s.sendall(write_txn_markers_v1(1, [(1 << 40, 0, True, 0, [(TOPIC, [0])])]))
+        resp = read_frame(s, timeout=20)
+    finally:
+        s.close()
+    assert resp is not None and parse_write_txn_markers_v1(resp) == {(1 << 40, TOPIC, 0): 6}
     print(f"transactions: {len(committed)} committed, {len(ABORTED)} aborted on purpose, "
           f"{txn_time:.1f}s; coordinator {coordinator} -> {new_coordinator}; handled: {handled}")
 
