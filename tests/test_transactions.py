@@ -1,15 +1,17 @@
 """Transactions with confluent-kafka (librdkafka's transactional producer):
 read_committed and read_uncommitted consumers, consume-transform-produce with
 send_offsets_to_transaction, the transaction timeout, fencing by a second
-producer with the same transactional.id, and kill -9 in the middle of a
-transaction."""
+producer with the same transactional.id, kill -9 in the middle of a
+transaction, and WriteTxnMarkers (the coordinator-to-leader request) by hand."""
 
+import struct
 import time
 
 import pytest
 from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
 
-from kclients import create_topic, uniq
+from kclients import create_topic, uniq, watermarks
+from rawwire import connect, frame, read_frame, string
 
 SETTINGS = {
     "group.initial.rebalance.delay.ms": "0",
@@ -363,3 +365,95 @@ def test_kill9_right_after_commit_keeps_the_transaction_committed(broker_factory
         b.restart(kill=True)
     got = read(bs, topic, "read_committed", expect_min=len(want), timeout=30)
     assert sorted(got) == sorted(want)
+
+
+def _uvarint(n: int) -> bytes:
+    out = b""
+    while True:
+        low, n = n & 0x7F, n >> 7
+        if not n:
+            return out + bytes([low])
+        out += bytes([low | 0x80])
+
+
+def _read_uvarint(buf: bytes, at: int) -> tuple[int, int]:
+    n = shift = 0
+    while True:
+        b = buf[at]
+        at += 1
+        n |= (b & 0x7F) << shift
+        shift += 7
+        if not b & 0x80:
+            return n, at
+
+
+def write_txn_markers_v1(corr: int, markers) -> bytes:
+    """WriteTxnMarkers v1 (flexible; request header v2). `markers`: (producer id, epoch,
+    commit, coordinator epoch, [(topic, [partitions])])."""
+    body = _uvarint(len(markers) + 1)
+    for pid, epoch, commit, coordinator_epoch, topics in markers:
+        body += struct.pack(">qh?", pid, epoch, commit) + _uvarint(len(topics) + 1)
+        for topic, parts in topics:
+            name = topic.encode()
+            body += _uvarint(len(name) + 1) + name + _uvarint(len(parts) + 1)
+            body += b"".join(struct.pack(">i", p) for p in parts) + b"\0"
+        body += struct.pack(">i", coordinator_epoch) + b"\0"
+    header = struct.pack(">hhi", 27, 1, corr) + string("raw-coordinator") + b"\0"
+    return frame(header + body + b"\0")
+
+
+def parse_write_txn_markers_v1(resp: bytes) -> dict:
+    """{(producer id, topic, partition): error code} of a WriteTxnMarkers v1 answer."""
+    at = 4 + 1  # correlation id, header tagged fields (none)
+    codes = {}
+    n, at = _read_uvarint(resp, at)
+    for _ in range(n - 1):
+        (pid,) = struct.unpack_from(">q", resp, at)
+        at += 8
+        nt, at = _read_uvarint(resp, at)
+        for _ in range(nt - 1):
+            ln, at = _read_uvarint(resp, at)
+            topic = resp[at:at + ln - 1].decode()
+            at += ln - 1
+            np_, at = _read_uvarint(resp, at)
+            for _ in range(np_ - 1):
+                part, code = struct.unpack_from(">ih", resp, at)
+                at += 6 + 1  # tagged fields
+                codes[(pid, topic, part)] = code
+            at += 1
+        at += 1
+    return codes
+
+
+@pytest.mark.sluice_only
+def test_write_txn_markers_writes_markers_as_a_partition_leader(broker_factory):
+    """A coordinator's WriteTxnMarkers v1, by hand: each marker is written on the partitions
+    this broker leads (one control batch: the log end moves by one), unknown partitions
+    answer UNKNOWN_TOPIC_OR_PARTITION, and a marker for an older producer epoch than the
+    partition's is refused with INVALID_PRODUCER_EPOCH."""
+    b = broker_factory(settings=SETTINGS)
+    topic = uniq("wtm")
+    create_topic(b.bootstrap, topic, partitions=2)
+    before = [watermarks(b.bootstrap, topic, p)[1] for p in range(2)]
+    s = connect(b.port)
+    try:
+        s.sendall(write_txn_markers_v1(7, [
+            (7001, 5, True, 3, [(topic, [0, 1]), ("no-such-topic", [0])]),
+            (7002, 0, False, 3, [(topic, [9])]),
+        ]))
+        resp = read_frame(s, timeout=20)
+        assert resp is not None and struct.unpack(">i", resp[:4])[0] == 7
+        assert parse_write_txn_markers_v1(resp) == {
+            (7001, topic, 0): 0, (7001, topic, 1): 0,
+            (7001, "no-such-topic", 0): 3, (7002, topic, 9): 3,
+        }
+        assert [watermarks(b.bootstrap, topic, p)[1] for p in range(2)] == \
+            [h + 1 for h in before]
+        s.sendall(write_txn_markers_v1(8, [(7001, 4, False, 3, [(topic, [0])])]))
+        resp = read_frame(s, timeout=20)
+        assert resp is not None
+        assert parse_write_txn_markers_v1(resp) == {(7001, topic, 0): 47}
+    finally:
+        s.close()
+    # The committed marker is an ordinary control batch: consumers skip it.
+    assert read(b.bootstrap, topic, "read_committed", quiet=1.0) == []

@@ -24,28 +24,21 @@ use std::collections::{BTreeMap, HashMap};
 use std::rc::{Rc, Weak};
 use std::time::Duration;
 
-use anyhow::{anyhow, bail, Context};
-use bytes::{BufMut, Bytes, BytesMut};
-use futures::{AsyncReadExt, AsyncWriteExt};
+use anyhow::{bail, Context};
 use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
-use kafka_protocol::messages::{
-    ApiKey, BrokerId, FetchRequest, FetchResponse, RequestHeader, ResponseHeader, TopicName,
-};
-use kafka_protocol::protocol::{encode_request_header_into_buffer, Decodable, Encodable, StrBytes};
+use kafka_protocol::messages::{BrokerId, FetchRequest, TopicName};
+use kafka_protocol::protocol::StrBytes;
 
+use super::image;
 use super::partition_manager::{broker_config, Partition};
+use super::peer_client::{address_of, PeerConn};
 use super::replica::Role;
-use super::{broker_address, image};
 use crate::runtime::{self, LocalNotify};
 
 /// Fetch version followers send: the last with topic names (v13+ use topic ids), with
 /// `replica_id`, `current_leader_epoch`, `last_fetched_epoch` and the diverging epoch.
 const FETCH_VERSION: i16 = 12;
-/// Largest response frame accepted from a leader.
-const RESPONSE_BYTES_MAX: usize = 256 << 20;
-/// Time allowed to connect to a leader.
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
 /// Time allowed for an answer beyond the long-poll wait.
 const ANSWER_SLACK: Duration = Duration::from_secs(10);
 
@@ -127,7 +120,7 @@ async fn run(f: Rc<Fetcher>) {
     let cfg = broker_config();
     let repl = cfg.cluster.replication.clone();
     let backoff = Duration::from_millis(repl.fetch_backoff_ms);
-    let mut conn: Option<Conn> = None;
+    let mut conn: Option<PeerConn> = None;
     let mut failures = 0u32;
     // Partitions whose last answer was an error sit out of the fetches until then (Kafka's
     // delayed partitions), so one partition the leader refuses (a leadership change not yet
@@ -165,15 +158,14 @@ async fn run(f: Rc<Fetcher>) {
             }
             continue;
         }
-        let Some((host, port)) = broker_address(&image(), f.leader) else {
+        let Some(addr) = address_of(&image(), f.leader) else {
             // The leader is fenced or unknown: wait for the image to move leadership.
             conn = None;
             let _ = runtime::timeout(backoff, f.added.notified()).await;
             continue;
         };
-        let addr = format!("{host}:{port}");
-        if conn.as_ref().is_none_or(|c| c.addr != addr) {
-            match Conn::connect(&addr).await {
+        if conn.as_ref().is_none_or(|c| c.addr() != addr) {
+            match PeerConn::connect(&addr, "sluice-replica-fetcher").await {
                 Ok(c) => conn = Some(c),
                 Err(e) => {
                     failures += 1;
@@ -188,7 +180,7 @@ async fn run(f: Rc<Fetcher>) {
         let Some(c) = conn.as_mut() else { continue };
         let (req, sent) = request(&parts, cfg.node_id, &repl);
         let wait = Duration::from_millis(repl.fetch_wait_max_ms) + ANSWER_SLACK;
-        let resp = match runtime::timeout(wait, c.fetch(&req)).await {
+        let resp = match runtime::timeout(wait, c.send(&req, FETCH_VERSION)).await {
             Some(Ok(r)) => r,
             Some(Err(e)) => {
                 failures += 1;
@@ -345,76 +337,4 @@ async fn on_partition(
         .borrow_mut()
         .follower_high_watermark(pd.high_watermark, end);
     Ok(())
-}
-
-/// A connection to a leader's client listener.
-struct Conn {
-    addr: String,
-    stream: glommio::net::TcpStream,
-    correlation_id: i32,
-}
-
-impl Conn {
-    async fn connect(addr: &str) -> anyhow::Result<Conn> {
-        let sock: std::net::SocketAddr = match addr.parse() {
-            Ok(a) => a,
-            Err(_) => {
-                let a = addr.to_string();
-                runtime::blocking(move || {
-                    use std::net::ToSocketAddrs;
-                    a.to_socket_addrs().ok().and_then(|mut i| i.next())
-                })
-                .await
-                .ok_or_else(|| anyhow!("cannot resolve {addr}"))?
-            }
-        };
-        let stream = runtime::timeout(CONNECT_TIMEOUT, glommio::net::TcpStream::connect(sock))
-            .await
-            .ok_or_else(|| anyhow!("connecting to {addr} timed out"))?
-            .map_err(|e| anyhow!("connecting to {addr}: {e}"))?;
-        let _ = stream.set_nodelay(true);
-        Ok(Conn {
-            addr: addr.to_string(),
-            stream,
-            correlation_id: 0,
-        })
-    }
-
-    async fn fetch(&mut self, req: &FetchRequest) -> anyhow::Result<FetchResponse> {
-        self.correlation_id = self.correlation_id.wrapping_add(1);
-        let header = RequestHeader::default()
-            .with_request_api_key(ApiKey::Fetch as i16)
-            .with_request_api_version(FETCH_VERSION)
-            .with_correlation_id(self.correlation_id)
-            .with_client_id(Some(StrBytes::from_static_str("sluice-replica-fetcher")));
-        let mut frame = BytesMut::with_capacity(512);
-        frame.put_i32(0);
-        encode_request_header_into_buffer(&mut frame, &header)?;
-        req.encode(&mut frame, FETCH_VERSION)?;
-        let len = i32::try_from(frame.len() - 4)?;
-        frame[..4].copy_from_slice(&len.to_be_bytes());
-        self.stream.write_all(&frame).await?;
-        let mut len = [0u8; 4];
-        self.stream.read_exact(&mut len).await?;
-        let len = usize::try_from(i32::from_be_bytes(len))
-            .ok()
-            .filter(|l| (4..=RESPONSE_BYTES_MAX).contains(l))
-            .ok_or_else(|| anyhow!("invalid response frame length from {}", self.addr))?;
-        let mut buf = vec![0u8; len];
-        self.stream.read_exact(&mut buf).await?;
-        let mut body = Bytes::from(buf);
-        let h = ResponseHeader::decode(
-            &mut body,
-            ApiKey::Fetch.response_header_version(FETCH_VERSION),
-        )?;
-        if h.correlation_id != self.correlation_id {
-            bail!(
-                "{} answered correlation id {} to {}",
-                self.addr,
-                h.correlation_id,
-                self.correlation_id
-            );
-        }
-        FetchResponse::decode(&mut body, FETCH_VERSION).context("decoding a Fetch response")
-    }
 }

@@ -19,6 +19,7 @@ pub mod lifecycle;
 pub mod listener;
 pub mod meta_properties;
 pub mod partition_manager;
+pub mod peer_client;
 pub mod placement;
 pub mod producer_ids;
 pub mod publisher;

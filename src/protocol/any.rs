@@ -50,6 +50,7 @@ pub fn visit_body<V: BodyVisitor>(req: &Request, v: V) -> Option<V::Output> {
         ApiKey::DescribeTransactions => v.visit::<DescribeTransactionsRequest>(req),
         ApiKey::ListTransactions => v.visit::<ListTransactionsRequest>(req),
         ApiKey::DescribeProducers => v.visit::<DescribeProducersRequest>(req),
+        ApiKey::WriteTxnMarkers => v.visit::<WriteTxnMarkersRequest>(req),
         ApiKey::FindCoordinator => v.visit::<FindCoordinatorRequest>(req),
         ApiKey::JoinGroup => v.visit::<JoinGroupRequest>(req),
         ApiKey::SyncGroup => v.visit::<SyncGroupRequest>(req),

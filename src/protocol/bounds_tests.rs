@@ -47,6 +47,7 @@ macro_rules! by_api {
             ApiKey::DescribeTransactions => $f::<DescribeTransactionsRequest>($($arg),*),
             ApiKey::ListTransactions => $f::<ListTransactionsRequest>($($arg),*),
             ApiKey::DescribeProducers => $f::<DescribeProducersRequest>($($arg),*),
+            ApiKey::WriteTxnMarkers => $f::<WriteTxnMarkersRequest>($($arg),*),
             ApiKey::DescribeLogDirs => $f::<DescribeLogDirsRequest>($($arg),*),
             ApiKey::ElectLeaders => $f::<ElectLeadersRequest>($($arg),*),
             ApiKey::AlterPartitionReassignments => $f::<AlterPartitionReassignmentsRequest>($($arg),*),

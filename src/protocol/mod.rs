@@ -271,10 +271,11 @@ mod tests {
             // The metadata quorum's frames and snapshots (postcard: serde caps what a
             // length prefix preallocates; frames are bounded before they are read).
             "codec::decode(",
-            // A leader broker's answer to this broker's own follower fetch (cluster-internal,
-            // like the CLI reading a broker's answers; the frame is bounded before reading).
+            // A peer broker's answer to this broker's own request (`cluster::peer_client`:
+            // the follower's fetch, the coordinator's WriteTxnMarkers; cluster-internal, like
+            // the CLI reading a broker's answers; the frame is bounded before reading).
             "ResponseHeader::decode(",
-            "FetchResponse::decode(",
+            "Response::decode(",
         ];
         // (file, decode call, the check that must precede it in that file).
         const CHECKED: &[(&str, &str, &str)] = &[

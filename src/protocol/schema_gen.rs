@@ -1067,6 +1067,44 @@ pub static DESCRIBE_PRODUCERS_REQUEST: StructSchema = StructSchema {
     tagged: &[],
 };
 
+/// `write_txn_markers_request::WritableTxnMarkerTopic`
+pub static WRITE_TXN_MARKERS_REQUEST__WRITABLE_TXN_MARKER_TOPIC: StructSchema = StructSchema {
+    name: "WritableTxnMarkerTopic",
+    versions: (1, 1),
+    flexible_from: Some(1),
+    fields: &[
+        Field { name: "name", alts: &[(1, 1, Ty::CompactString { nullable: false })] },
+        Field { name: "partition_indexes", alts: &[(1, 1, Ty::CompactArray { nullable: false, elem: &Ty::Int32 })] },
+    ],
+    tagged: &[],
+};
+
+/// `write_txn_markers_request::WritableTxnMarker`
+pub static WRITE_TXN_MARKERS_REQUEST__WRITABLE_TXN_MARKER: StructSchema = StructSchema {
+    name: "WritableTxnMarker",
+    versions: (1, 1),
+    flexible_from: Some(1),
+    fields: &[
+        Field { name: "producer_id", alts: &[(1, 1, Ty::Int64)] },
+        Field { name: "producer_epoch", alts: &[(1, 1, Ty::Int16)] },
+        Field { name: "transaction_result", alts: &[(1, 1, Ty::Bool)] },
+        Field { name: "topics", alts: &[(1, 1, Ty::CompactArray { nullable: false, elem: &Ty::Struct(&WRITE_TXN_MARKERS_REQUEST__WRITABLE_TXN_MARKER_TOPIC) })] },
+        Field { name: "coordinator_epoch", alts: &[(1, 1, Ty::Int32)] },
+    ],
+    tagged: &[],
+};
+
+/// `write_txn_markers_request::WriteTxnMarkersRequest`
+pub static WRITE_TXN_MARKERS_REQUEST: StructSchema = StructSchema {
+    name: "WriteTxnMarkersRequest",
+    versions: (1, 1),
+    flexible_from: Some(1),
+    fields: &[
+        Field { name: "markers", alts: &[(1, 1, Ty::CompactArray { nullable: false, elem: &Ty::Struct(&WRITE_TXN_MARKERS_REQUEST__WRITABLE_TXN_MARKER) })] },
+    ],
+    tagged: &[],
+};
+
 /// `consumer_protocol_subscription::TopicPartition`
 pub static CONSUMER_PROTOCOL_SUBSCRIPTION__TOPIC_PARTITION: StructSchema = StructSchema {
     name: "TopicPartition",
@@ -1149,6 +1187,7 @@ pub fn request(api: ApiKey) -> Option<&'static StructSchema> {
         ApiKey::DescribeTransactions => Some(&DESCRIBE_TRANSACTIONS_REQUEST),
         ApiKey::ListTransactions => Some(&LIST_TRANSACTIONS_REQUEST),
         ApiKey::DescribeProducers => Some(&DESCRIBE_PRODUCERS_REQUEST),
+        ApiKey::WriteTxnMarkers => Some(&WRITE_TXN_MARKERS_REQUEST),
         _ => None,
     }
 }
@@ -1192,4 +1231,5 @@ pub const REQUEST_APIS: &[ApiKey] = &[
     ApiKey::DescribeTransactions,
     ApiKey::ListTransactions,
     ApiKey::DescribeProducers,
+    ApiKey::WriteTxnMarkers,
 ];

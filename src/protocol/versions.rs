@@ -6,7 +6,8 @@
 //! and sarama still send; the upper bounds cover librdkafka 2.x, franz-go and
 //! the Java client 3.x/4.x. Fetch stops at v12: v13+ name topics by id only.
 //! OffsetCommit and OffsetFetch stop at v8: v9 belongs to the KIP-848 group
-//! protocol, which is not implemented.
+//! protocol, which is not implemented. WriteTxnMarkers (broker to broker) is
+//! v1 only: the codec has no v0, which Kafka 4.0 removed.
 
 use kafka_protocol::messages::ApiKey;
 
@@ -49,6 +50,7 @@ pub const API_VERSIONS: &[(ApiKey, i16, i16)] = &[
     (ApiKey::DescribeTransactions, 0, 0),
     (ApiKey::ListTransactions, 0, 1),
     (ApiKey::DescribeProducers, 0, 0),
+    (ApiKey::WriteTxnMarkers, 1, 1),
 ];
 
 /// The implemented range of `api`, narrowed to what the codec supports.

@@ -12,6 +12,7 @@ use std::time::Duration;
 use kafka_protocol::error::ResponseError as E;
 
 use super::describe::{self, Description, ListFilter, Listing};
+use super::marker_writer::{self, MarkerSpec};
 use super::records;
 use super::state::Txn;
 use super::transition::{
@@ -302,27 +303,44 @@ pub async fn end_txn(id: String, producer_id: i64, epoch: i16, commit: bool, ver
 }
 
 /// Writes the markers of a transaction in PrepareCommit/PrepareAbort to all
-/// its partitions, then records it complete. Retries until it gets there
-/// (a partition being deleted counts as done).
+/// its partitions, then records it complete. Retries until it gets there: each
+/// round writes the markers still missing (`marker_writer`: here on the
+/// partitions this broker leads, through WriteTxnMarkers on those other brokers
+/// lead; a partition being deleted counts as done), with a growing backoff.
+/// Stops when this broker no longer coordinates the id (the new coordinator
+/// loads the transaction and finishes it).
 async fn finish(txn: Rc<RefCell<Txn>>) {
     let mut backoff = Duration::from_millis(50);
+    // The partitions still without their marker; None: all of them (the first round).
+    let mut missing: Option<Vec<TopicPartition>> = None;
     loop {
+        let id = txn.borrow().id().to_string();
+        if !coordinating(&id, &txn) {
+            tracing::info!(transactional_id = %id,
+                "no longer the transaction's coordinator: leaving its markers to the new one");
+            return;
+        }
         let plan = {
             let b = txn.borrow();
             b.markers().map(|m| {
                 (
-                    m.commit,
-                    m.producer_id,
-                    m.producer_epoch,
+                    MarkerSpec {
+                        producer_id: m.producer_id,
+                        producer_epoch: m.producer_epoch,
+                        commit: m.commit,
+                        coordinator_epoch: coordinator_epoch(&id),
+                    },
                     m.partitions.iter().cloned().collect::<Vec<_>>(),
                 )
             })
         };
-        let Some((commit, pid, epoch, parts)) = plan else {
+        let Some((marker, parts)) = plan else {
             return;
         };
-        let ok = write_markers(commit, pid, epoch, parts).await;
-        if ok {
+        let left = marker_writer::write_all(marker, missing.take().unwrap_or(parts)).await;
+        let done = left.is_empty();
+        missing = Some(left);
+        if done {
             let t = txn.borrow_mut().prepare_complete(now_ms());
             match t {
                 Ok(t) => {
@@ -342,48 +360,18 @@ async fn finish(txn: Rc<RefCell<Txn>>) {
     }
 }
 
-/// Writes one marker per partition (on each partition's owner shard). True
-/// when every partition has it.
-async fn write_markers(commit: bool, pid: i64, epoch: i16, parts: Vec<TopicPartition>) -> bool {
-    let shards = runtime::nr_shards();
-    let writes = parts.into_iter().map(|(topic, index)| {
-        runtime::submit_to(owner_shard(&topic, index, shards), move || async move {
-            write_marker(&topic, index, pid, epoch, commit).await
-        })
-    });
-    futures::future::join_all(writes)
-        .await
-        .into_iter()
-        .all(|r| r.unwrap_or(false))
+/// Whether `txn` is still the state of `id` this broker coordinates: false once the
+/// leadership of its `__transaction_state` partition moved (`take_over` drops the ids).
+fn coordinating(id: &str, txn: &Rc<RefCell<Txn>>) -> bool {
+    leads(state_partition(id)) && find(id).is_some_and(|t| Rc::ptr_eq(&t, txn))
 }
 
-/// One marker, on the partition's owner shard. For `__consumer_offsets`
-/// partitions the group coordinator then applies or drops the offsets the
-/// transaction committed.
-async fn write_marker(topic: &str, index: i32, pid: i64, epoch: i16, commit: bool) -> bool {
-    let p = match partition_manager::get(topic, index).await {
-        Ok(Some(p)) => p,
-        // Deleted since: nothing to mark.
-        Ok(None) => return true,
-        Err(e) => {
-            tracing::warn!(topic, partition = index, error = %e, "opening a partition for a marker");
-            return false;
-        }
-    };
-    match p.write_marker(pid, epoch, commit, 0, now_ms()).await {
-        Ok(_) => {
-            if topic == crate::group::OFFSETS_TOPIC {
-                crate::group::coordinator::complete_txn(index, pid, commit);
-            }
-            true
-        }
-        Err(e) => {
-            tracing::warn!(topic, partition = index, producer_id = pid, error = %e, "writing a transaction marker");
-            // A marker refused for an old epoch means a newer producer has
-            // taken over: the partition is done with this transaction.
-            e.kafka_code() == E::InvalidProducerEpoch.code()
-        }
-    }
+/// Kafka's coordinator epoch of `id`: the leader epoch of its `__transaction_state`
+/// partition (0 on a single node's unreplicated partition).
+fn coordinator_epoch(id: &str) -> i32 {
+    image()
+        .partition(TXN_STATE_TOPIC, state_partition(id))
+        .map_or(0, |(_, p)| p.leader_epoch.max(0))
 }
 
 pub fn describe(id: String) -> Result<Description, i16> {

@@ -19,10 +19,14 @@
 //! `transition` (states, transitions, outcomes), `state` (one transactional
 //! id's state machine: the operations), `describe`
 //! (DescribeTransactions and ListTransactions views), `markers` (control
-//! batches). docs/transactions.md says what is still to be wired.
+//! batches), `marker_writer` (getting the markers onto the partitions, on this
+//! broker or through WriteTxnMarkers to the partitions' leaders), `coordinator`
+//! (the shard-local coordinator that runs it all). docs/transactions.md says
+//! what is still to be wired.
 
 pub mod coordinator;
 pub mod describe;
+pub mod marker_writer;
 /// Commit and abort markers live with the log that stores them (`storage::markers`).
 pub use crate::storage::markers;
 pub mod records;

@@ -165,6 +165,7 @@ async fn handle_now(frame: Bytes, client_host: &str) -> Result<Option<Bytes>, Fr
         ApiKey::DescribeProducers => {
             respond(&req, txn::describe_producers(decode_body(&req)?).await)
         }
+        ApiKey::WriteTxnMarkers => respond(&req, txn::write_txn_markers(decode_body(&req)?).await),
         ApiKey::FindCoordinator => respond(
             &req,
             groups::find_coordinator(&req, decode_body(&req)?).await,

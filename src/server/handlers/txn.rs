@@ -1,8 +1,11 @@
 //! Transaction APIs: AddPartitionsToTxn, AddOffsetsToTxn, EndTxn,
-//! TxnOffsetCommit, DescribeTransactions, ListTransactions (InitProducerId
-//! with a transactional id is in `init_producer_id.rs`). Each transactional
-//! id's part runs on its coordinator shard (`txn::coordinator`);
-//! TxnOffsetCommit runs on the group's coordinator shard.
+//! TxnOffsetCommit, DescribeTransactions, ListTransactions, DescribeProducers,
+//! and WriteTxnMarkers, which a transaction coordinator sends to the leader of
+//! its partitions (InitProducerId with a transactional id is in
+//! `init_producer_id.rs`). Each transactional id's part runs on its
+//! coordinator shard (`txn::coordinator`); TxnOffsetCommit runs on the group's
+//! coordinator shard; a marker is written on its partition's owner shard
+//! (`txn::marker_writer`).
 
 use std::future::Future;
 
@@ -24,6 +27,7 @@ use crate::protocol::Request;
 use crate::runtime;
 use crate::txn::coordinator;
 use crate::txn::describe::ListFilter;
+use crate::txn::marker_writer::{self, MarkerSpec};
 
 fn s(v: &StrBytes) -> String {
     v.as_str().to_string()
@@ -407,4 +411,94 @@ pub async fn describe_producers(body: DescribeProducersRequest) -> DescribeProdu
         resp.topics.push(out);
     }
     resp
+}
+
+/// One partition's marker, as sent to its owner shard: (answer slot, topic, partition, marker).
+type MarkerWork = (usize, String, i32, MarkerSpec);
+
+/// WriteTxnMarkers: a transaction coordinator (this broker's or another's) asks this broker,
+/// as the partitions' leader, to write each marker on its partitions. Answers a code per
+/// partition: UNKNOWN_TOPIC_OR_PARTITION, NOT_LEADER_OR_FOLLOWER (checked first, as Kafka's
+/// replica manager does), else the outcome of the acks=all marker write
+/// (`marker_writer::write_here`: NOT_ENOUGH_REPLICAS, KAFKA_STORAGE_ERROR,
+/// INVALID_PRODUCER_EPOCH, REQUEST_TIMED_OUT, ...). Kafka restricts the API to brokers
+/// (CLUSTER_ACTION); Sluice has no authorization, so any client may send it.
+pub async fn write_txn_markers(body: WriteTxnMarkersRequest) -> WriteTxnMarkersResponse {
+    use kafka_protocol::messages::write_txn_markers_response::{
+        WritableTxnMarkerPartitionResult, WritableTxnMarkerResult, WritableTxnMarkerTopicResult,
+    };
+    let img = crate::cluster::image();
+    let me = crate::cluster::partition_manager::broker_config().node_id;
+    let multi = crate::cluster::multi_node();
+    let shards = runtime::nr_shards();
+    let mut answers: Vec<Option<i16>> = Vec::new();
+    let mut work: Vec<(usize, MarkerWork)> = Vec::new();
+    for m in &body.markers {
+        let spec = MarkerSpec {
+            producer_id: m.producer_id.0,
+            producer_epoch: m.producer_epoch,
+            commit: m.transaction_result,
+            coordinator_epoch: m.coordinator_epoch,
+        };
+        for t in &m.topics {
+            let topic = topic_str(&t.name);
+            for &p in &t.partition_indexes {
+                let slot = answers.len();
+                let early = if img.partition(&topic, p).is_none() {
+                    Some(E::UnknownTopicOrPartition.code())
+                } else if multi && crate::cluster::leader_of(&img, &topic, p) != me {
+                    Some(E::NotLeaderOrFollower.code())
+                } else {
+                    let shard = crate::cluster::owner_shard(&topic, p, shards);
+                    work.push((shard, (slot, topic.clone(), p, spec)));
+                    None
+                };
+                answers.push(early);
+            }
+        }
+    }
+    super::gather_on_owners(work, &mut answers, "WriteTxnMarkers", markers_on_owner).await;
+    // A failed hop (the owner shard stopping) leaves its slots empty: retriable.
+    let mut codes = answers
+        .into_iter()
+        .map(|a| a.unwrap_or(E::NotLeaderOrFollower.code()));
+    let markers = body
+        .markers
+        .iter()
+        .map(|m| {
+            let topics = m
+                .topics
+                .iter()
+                .map(|t| {
+                    let partitions = t
+                        .partition_indexes
+                        .iter()
+                        .map(|&p| {
+                            WritableTxnMarkerPartitionResult::default()
+                                .with_partition_index(p)
+                                .with_error_code(
+                                    codes.next().unwrap_or(E::UnknownServerError.code()),
+                                )
+                        })
+                        .collect();
+                    WritableTxnMarkerTopicResult::default()
+                        .with_name(t.name.clone())
+                        .with_partitions(partitions)
+                })
+                .collect();
+            WritableTxnMarkerResult::default()
+                .with_producer_id(m.producer_id)
+                .with_topics(topics)
+        })
+        .collect();
+    WriteTxnMarkersResponse::default().with_markers(markers)
+}
+
+/// On an owner shard: writes each marker (concurrently; one partition's appends stay in
+/// order on its log).
+async fn markers_on_owner(items: Vec<MarkerWork>) -> Vec<(usize, i16)> {
+    let writes = items.into_iter().map(|(slot, topic, p, spec)| async move {
+        (slot, marker_writer::write_here(&topic, p, &spec).await)
+    });
+    futures::future::join_all(writes).await
 }
