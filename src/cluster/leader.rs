@@ -143,6 +143,7 @@ pub fn check_isr(p: &Rc<Partition>, lag_max_ms: i64) {
         let shrink = want.len() < old.len();
         match controller::propose_committed(vec![record]).await {
             Ok((_, outcomes)) if outcomes.iter().all(Result::is_ok) => {
+                super::stats::count_isr_change(shrink);
                 tracing::info!(topic = %p.topic, partition = p.index, from = ?old, to = ?want,
                     "{}", if shrink { "ISR shrunk" } else { "ISR expanded" });
             }

@@ -346,7 +346,9 @@ pub fn leave(cfg: &BrokerConfig) {
         return;
     }
     fence_self(cfg);
-    if q.status().leader == Some(cfg.node_id as u64) {
+    let st = q.status();
+    let (others, _) = quorum_within_reach(&st, cfg.cluster.voters.len(), fresh_ms(cfg));
+    if st.leader == Some(cfg.node_id as u64) && others > 0 {
         match futures::executor::block_on(q.resign(LEAVE_TIMEOUT_MS)) {
             Ok(()) => tracing::info!("handed the quorum's leadership to another voter"),
             Err(e) => {
@@ -358,17 +360,55 @@ pub fn leave(cfg: &BrokerConfig) {
 
 /// Set once this broker's clean stop fenced it.
 static LEFT: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+/// Set once a clean stop found the quorum out of reach, so the stop does not wait for it
+/// again (fence, hand-over).
+static QUORUM_GONE: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
 
-/// Fences this broker for its clean stop (`BrokerLeaving`), once. Blocking; bounded.
-fn fence_self(cfg: &BrokerConfig) {
+/// Other voters heard from within `fresh_ms` (the quorum leader's view), and whether that
+/// with this node makes a majority of `voters`. A follower that knows a leader assumes it
+/// can reach it; one that knows none cannot commit anything. Pure.
+pub fn quorum_within_reach(st: &QuorumStatus, voters: usize, fresh_ms: u64) -> (usize, bool) {
+    let me = st.node_id;
+    let others = st
+        .peers
+        .iter()
+        .filter(|p| p.voter && p.id != me && p.last_ack_ms_ago.is_some_and(|ms| ms < fresh_ms))
+        .count();
+    let reachable = match st.leader {
+        None => false,
+        Some(l) if l == me => (others + 1) * 2 > voters,
+        Some(_) => true,
+    };
+    (others, reachable)
+}
+
+/// How recent a voter's answer must be for a stopping broker to count on it.
+fn fresh_ms(cfg: &BrokerConfig) -> u64 {
+    cfg.cluster.election_timeout_ms.saturating_mul(2)
+}
+
+/// Fences this broker for its clean stop (`BrokerLeaving`), once. Blocking; bounded. True
+/// when this broker is fenced (now or before).
+fn fence_self(cfg: &BrokerConfig) -> bool {
     let Some(q) = super::quorum_handle() else {
-        return;
+        return false;
     };
     if LEFT.load(std::sync::atomic::Ordering::Acquire) {
-        return;
+        return true;
+    }
+    if QUORUM_GONE.load(std::sync::atomic::Ordering::Acquire) {
+        return false;
+    }
+    let (_, reachable) = quorum_within_reach(&q.status(), cfg.cluster.voters.len(), fresh_ms(cfg));
+    if !reachable {
+        // No majority answers (the rest of the cluster is stopping too): a proposal would
+        // only time out.
+        QUORUM_GONE.store(true, std::sync::atomic::Ordering::Release);
+        tracing::info!("the metadata quorum is out of reach; stopping without fencing first");
+        return false;
     }
     let Some(incarnation) = INCARNATION.lock().ok().and_then(|g| *g) else {
-        return;
+        return false;
     };
     let fence = MetadataRecord::BrokerLeaving {
         id: cfg.node_id,
@@ -379,18 +419,24 @@ fn fence_self(cfg: &BrokerConfig) {
         Ok(_) => {
             LEFT.store(true, std::sync::atomic::Ordering::Release);
             tracing::info!("fenced this broker before stopping");
+            true
         }
-        Err(e) => tracing::warn!(error = %e, "could not fence this broker before stopping"),
+        Err(e) => {
+            QUORUM_GONE.store(true, std::sync::atomic::Ordering::Release);
+            tracing::warn!(error = %e, "could not fence this broker before stopping");
+            false
+        }
     }
 }
 
-/// Partitions this broker leads that another in-sync replica could take over.
+/// Partitions this broker leads that another live in-sync replica could take over.
 fn movable_leaderships(node: i32) -> usize {
-    image()
-        .topics
+    let img = image();
+    let live = |id: i32| img.brokers.get(&id).is_some_and(|b| !b.fenced);
+    img.topics
         .values()
         .flat_map(|t| t.partitions.iter())
-        .filter(|p| p.leader == node && p.isr.iter().any(|r| *r != node))
+        .filter(|p| p.leader == node && p.isr.iter().any(|r| *r != node && live(*r)))
         .count()
 }
 
@@ -405,8 +451,8 @@ pub fn controlled_shutdown(cfg: &BrokerConfig) {
         return;
     }
     let before = movable_leaderships(cfg.node_id);
-    fence_self(cfg);
-    if before == 0 {
+    if !fence_self(cfg) || before == 0 {
+        // Not fenced (no quorum): the controller will not move anything; do not wait.
         return;
     }
     let deadline =
@@ -511,6 +557,21 @@ mod tests {
         let t = img.topic("t").unwrap();
         assert_eq!(t.partitions[0].leader, 2);
         assert!(t.partitions[0].leader_epoch >= 1);
+    }
+
+    #[test]
+    fn a_stopping_leader_counts_only_voters_it_heard_from() {
+        // Leader 1 of 3 voters; 2 answered 100 ms ago, 3 is silent.
+        let st = status(1, &[(1, Some(0)), (2, Some(100)), (3, Some(20_000))]);
+        assert_eq!(quorum_within_reach(&st, 3, 2_000), (1, true));
+        let st = status(1, &[(1, Some(0)), (2, Some(9_000)), (3, Some(20_000))]);
+        assert_eq!(quorum_within_reach(&st, 3, 2_000), (0, false));
+        // A follower that knows a leader counts on it; one that knows none cannot.
+        let mut st = status(2, &[]);
+        st.leader = Some(1);
+        assert!(quorum_within_reach(&st, 3, 2_000).1);
+        st.leader = None;
+        assert!(!quorum_within_reach(&st, 3, 2_000).1);
     }
 
     #[test]

@@ -26,6 +26,7 @@ pub mod publisher;
 pub mod quorum;
 pub mod records;
 pub mod replica;
+pub mod stats;
 pub mod store;
 
 use std::collections::BTreeMap;

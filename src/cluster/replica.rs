@@ -342,6 +342,18 @@ impl Replica {
     pub fn under_replicated(&self) -> bool {
         self.is_leader() && self.isr.len() < self.replicas.len()
     }
+
+    /// On the leader: how many offsets each follower is behind `leader_end` (its whole log
+    /// before its first fetch in this epoch). Empty elsewhere.
+    pub fn follower_lag(&self, leader_end: i64) -> Vec<(i32, i64)> {
+        match &self.role {
+            Role::Leader { followers, .. } => followers
+                .iter()
+                .map(|(id, f)| (*id, (leader_end - f.log_end.max(0)).max(0)))
+                .collect(),
+            _ => Vec::new(),
+        }
+    }
 }
 
 fn fresh(leader_end: i64, now_ms: i64) -> Follower {
@@ -461,5 +473,20 @@ mod tests {
             r.apply(&assign(3, 3, &[3]), 30, 7),
             Transition::BecameFollower { leader: 3 }
         );
+    }
+
+    #[test]
+    fn follower_lag_is_counted_on_the_leader_only() {
+        let mut r = Replica::new(1, 0);
+        r.apply(&assign(1, 1, &[1, 2, 3]), 100, 0);
+        assert_eq!(
+            r.follower_lag(100),
+            vec![(2, 100), (3, 100)],
+            "before any fetch: all of it"
+        );
+        r.on_follower_fetch(2, 60, 100, 5);
+        assert_eq!(r.follower_lag(100), vec![(2, 40), (3, 100)]);
+        r.apply(&assign(2, 2, &[1, 2, 3]), 100, 10);
+        assert!(r.follower_lag(100).is_empty());
     }
 }
