@@ -163,7 +163,8 @@ impl EpochCache {
                 "CRC-32C mismatch: stored {stored:08x}, computed {computed:08x}"
             ));
         }
-        let mut lines = body.lines();
+        // Lines end at '\n' only: a '\r' before it is not ours, and would not encode back.
+        let mut lines = body.split_terminator('\n');
         if lines.next() != Some(VERSION_LINE) {
             return Err(format!("first line is not `{VERSION_LINE}`"));
         }
@@ -342,5 +343,16 @@ mod tests {
         }
         assert!(EpochCache::decode(b"").is_err());
         assert!(EpochCache::decode(b"\n").is_err());
+    }
+
+    #[test]
+    fn a_carriage_return_in_a_line_is_refused() {
+        let good = cache(&[(0, 0), (1, 4)]).encode();
+        let text = String::from_utf8(good).unwrap();
+        let body = text.replacen("1 4\n", "1 4\r\n", 1);
+        let body = &body[..body.rfind(CRC_PREFIX).unwrap()];
+        let crc = crc32c::crc32c(body.as_bytes());
+        let forged = format!("{body}{CRC_PREFIX}{crc:08x}\n");
+        assert!(EpochCache::decode(forged.as_bytes()).is_err());
     }
 }
