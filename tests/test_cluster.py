@@ -50,8 +50,10 @@ def cluster(broker_factory, n_voters=3, extra=None, brokers_only=0, settings=Non
     cports = {i: free_port() for i in range(1, n_voters + 1)}
     voters = ",".join(f"{i}@127.0.0.1:{p}" for i, p in cports.items())
     nodes = []
+    learner_cports = []
     for i in range(1, n_voters + brokers_only + 1):
         cport = cports.get(i) or free_port()
+        learner_cports.append(cport)
         s = dict(FAST)
         s.update(settings or {})
         s.update({
@@ -62,6 +64,13 @@ def cluster(broker_factory, n_voters=3, extra=None, brokers_only=0, settings=Non
         })
         s.update((extra or {}).get(i, {}))
         nodes.append(broker_factory(settings=s, name=f"node{i}", start=False))
+    # free_port() hands out ports nothing holds yet, so a client port may repeat a
+    # CONTROLLER port or another node's: draw again until all differ.
+    taken = set(cports.values()) | set(learner_cports)
+    for b in nodes:
+        while b.port in taken:
+            b.port = free_port()
+        taken.add(b.port)
     for b in nodes:
         b.spawn()
     for b in nodes:
@@ -281,13 +290,22 @@ def test_controller_only_voters_with_broker_only_nodes(broker_factory):
     cports = {i: free_port() for i in (1, 2, 3)}
     voters = ",".join(f"{i}@127.0.0.1:{p}" for i, p in cports.items())
     nodes = []
+    learner_cports = []
     for i in (1, 2, 3, 4, 5):
         cport = cports.get(i) or free_port()
+        learner_cports.append(cport)
         s = dict(FAST)
         s.update({"node.id": str(i), "controller.quorum.voters": voters,
                   "process.roles": "controller" if i in cports else "broker",
                   "listeners": f"PLAINTEXT://127.0.0.1:0,CONTROLLER://127.0.0.1:{cport}"})
         nodes.append(broker_factory(settings=s, name=f"node{i}", start=False))
+    # free_port() hands out ports nothing holds yet, so a client port may repeat a
+    # CONTROLLER port or another node's: draw again until all differ.
+    taken = set(cports.values()) | set(learner_cports)
+    for b in nodes:
+        while b.port in taken:
+            b.port = free_port()
+        taken.add(b.port)
     for b in nodes:
         b.spawn()
     brokers = nodes[3:]
