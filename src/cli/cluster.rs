@@ -170,6 +170,12 @@ pub fn run(args: ClusterArgs) -> Result<()> {
     }
 }
 
+/// A partition's refusal for the RESULT column: the error's name and the broker's message.
+fn refusal_text(code: i16, message: Option<&StrBytes>) -> String {
+    let msg = message.map_or(String::new(), |m| format!(": {m}"));
+    format!("{}{msg}", error_name(code))
+}
+
 /// A partition and its replicas: (topic, partition, replicas).
 type Placed = (String, i32, Vec<i32>);
 
@@ -235,11 +241,7 @@ fn elect(cluster: &mut Cluster, a: ElectArgs) -> Result<()> {
                 84 => "not needed".to_string(),
                 code => {
                     failed += 1;
-                    let msg = p
-                        .error_message
-                        .as_ref()
-                        .map_or(String::new(), |m| format!(": {m}"));
-                    format!("{}{msg}", error_name(code))
+                    refusal_text(code, p.error_message.as_ref())
                 }
             };
             rows.push(vec![
@@ -356,11 +358,7 @@ fn submit_moves(cluster: &mut Cluster, moves: &[(String, i32, Option<Vec<i32>>)]
                 "accepted".to_string()
             } else {
                 failed += 1;
-                let msg = p
-                    .error_message
-                    .as_ref()
-                    .map_or(String::new(), |m| format!(": {m}"));
-                format!("{}{msg}", error_name(p.error_code))
+                refusal_text(p.error_code, p.error_message.as_ref())
             };
             rows.push(vec![
                 t.name.0.to_string(),

@@ -33,10 +33,6 @@ impl ElectionType {
     }
 }
 
-fn live(img: &MetadataImage, id: i32) -> bool {
-    img.brokers.get(&id).is_some_and(|b| !b.fenced)
-}
-
 /// The record that gives partition `p` of `t` this leader and ISR, decided on its current
 /// partition epoch.
 pub fn change(t: &TopicMeta, p: &PartitionMeta, leader: i32, isr: Vec<i32>) -> MetadataRecord {
@@ -69,12 +65,12 @@ pub fn elect_preferred(
             format!("{name} is already led by its preferred replica {preferred}"),
         ));
     }
-    if !p.isr.contains(&preferred) || !live(img, preferred) {
+    if !p.isr.contains(&preferred) || !img.is_live(preferred) {
         return Err(Refusal::new(
             ResponseError::PreferredLeaderNotAvailable,
             format!(
                 "the preferred replica {preferred} of {name} is {} (ISR {:?})",
-                if live(img, preferred) {
+                if img.is_live(preferred) {
                     "not in sync"
                 } else {
                     "not live"
@@ -95,17 +91,17 @@ pub fn elect_unclean(
     p: &PartitionMeta,
 ) -> Result<MetadataRecord, Refusal> {
     let name = format!("{}-{}", t.name, p.index);
-    if p.leader != NO_LEADER && live(img, p.leader) {
+    if p.leader != NO_LEADER && img.is_live(p.leader) {
         return Err(Refusal::new(
             ResponseError::ElectionNotNeeded,
             format!("{name} has a live leader, {}", p.leader),
         ));
     }
-    if let Some(l) = p.isr.iter().copied().find(|r| live(img, *r)) {
-        let isr = p.isr.iter().copied().filter(|r| live(img, *r)).collect();
+    if let Some(l) = p.isr.iter().copied().find(|r| img.is_live(*r)) {
+        let isr = p.isr.iter().copied().filter(|r| img.is_live(*r)).collect();
         return Ok(change(t, p, l, isr));
     }
-    match p.replicas.iter().copied().find(|r| live(img, *r)) {
+    match p.replicas.iter().copied().find(|r| img.is_live(*r)) {
         Some(l) => {
             tracing::warn!(partition = %name, leader = l, isr = ?p.isr,
                 "unclean leader election: an out-of-sync replica leads; records only the old ISR held are lost");

@@ -432,11 +432,10 @@ fn fence_self(cfg: &BrokerConfig) -> bool {
 /// Partitions this broker leads that another live in-sync replica could take over.
 fn movable_leaderships(node: i32) -> usize {
     let img = image();
-    let live = |id: i32| img.brokers.get(&id).is_some_and(|b| !b.fenced);
     img.topics
         .values()
         .flat_map(|t| t.partitions.iter())
-        .filter(|p| p.leader == node && p.isr.iter().any(|r| *r != node && live(*r)))
+        .filter(|p| p.leader == node && p.isr.iter().any(|r| *r != node && img.is_live(*r)))
         .count()
 }
 

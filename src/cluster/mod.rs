@@ -151,6 +151,11 @@ impl MetadataImage {
         Some((t, p))
     }
 
+    /// True when broker `id` is registered and not fenced.
+    pub fn is_live(&self, id: i32) -> bool {
+        self.brokers.get(&id).is_some_and(|b| !b.fenced)
+    }
+
     /// Brokers that may lead and serve clients (registered, not fenced), by id.
     pub fn live_brokers(&self) -> impl Iterator<Item = &BrokerMeta> {
         self.brokers.values().filter(|b| !b.fenced)

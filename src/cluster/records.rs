@@ -254,10 +254,6 @@ pub fn is_stale(r: &Refusal) -> bool {
     r.code == ResponseError::FencedLeaderEpoch.code()
 }
 
-fn live(img: &MetadataImage, id: i32) -> bool {
-    img.brokers.get(&id).is_some_and(|b| !b.fenced)
-}
-
 /// Moves the leadership to `leader` (bumping the leader epoch) if it is another broker.
 fn set_leader(p: &mut PartitionMeta, leader: i32) {
     if p.leader != leader {
@@ -281,7 +277,7 @@ pub fn complete_reassignment(p: &mut PartitionMeta, img: &MetadataImage) {
     let leader = if target.contains(&p.leader) {
         p.leader
     } else {
-        match target.iter().copied().find(|r| live(img, *r)) {
+        match target.iter().copied().find(|r| img.is_live(*r)) {
             Some(l) => l,
             None => return,
         }
@@ -370,7 +366,7 @@ fn reassign(
     } else {
         isr.iter()
             .copied()
-            .find(|r| live(img, *r))
+            .find(|r| img.is_live(*r))
             .unwrap_or(NO_LEADER)
     };
     p.replicas = replicas;
