@@ -169,6 +169,14 @@ class Broker:
     def alive(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
 
+    def signal_stop(self) -> None:
+        """Sends SIGTERM and returns at once; `stop()` then waits for the exit."""
+        if self.proc is None:
+            return
+        self.stopped_on_purpose = True
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+
     def stop(self, timeout: float = STOP_TIMEOUT_S) -> int | None:
         """SIGTERM, then SIGKILL after `timeout` s. Returns the exit status."""
         if self.proc is None:
@@ -211,6 +219,8 @@ class Broker:
 def pytest_configure(config):
     config.addinivalue_line("markers", "sluice_only: needs sluice itself (CLI, restart, settings); "
                                        "skipped under BROKER_IMPL=tansu")
+    config.addinivalue_line("markers", "cluster: starts a multi-node cluster; ci/test runs these "
+                                       "once, with SLUICE_SMP=2 (-m 'not cluster' for SMP=1)")
 
 
 def pytest_collection_modifyitems(config, items):
@@ -265,6 +275,10 @@ def broker_factory(request, tmp_path):
     fac = BrokerFactory(tmp_path, registry)
     yield fac
     dead = [f"{b.name} (exit {b.proc.returncode})" for b in registry if b.died_unexpectedly()]
+    # Every broker gets SIGTERM at once (a cluster's nodes stopping one after another each
+    # wait for peers that already left), then each is waited for (SIGKILL after a timeout).
+    for b in reversed(registry):
+        b.signal_stop()
     for b in registry:
         b.stop()
     assert not dead, f"broker process died during the test: {dead}"

@@ -19,7 +19,7 @@ from confluent_kafka.admin import AdminClient, NewTopic
 
 from conftest import free_port
 
-pytestmark = pytest.mark.sluice_only
+pytestmark = [pytest.mark.sluice_only, pytest.mark.cluster]
 
 # Fencing and elections fast enough for a test, still Kafka's mechanisms.
 FAST = {

@@ -17,7 +17,7 @@ from confluent_kafka.admin import NewTopic
 from test_cluster import admin, broker_ids, cluster, wait_until
 from test_replication import REPL, consume_all, create, full_isr, partitions, rcluster
 
-pytestmark = pytest.mark.sluice_only
+pytestmark = [pytest.mark.sluice_only, pytest.mark.cluster]
 
 ELECTION_NOT_NEEDED = 84
 PREFERRED_LEADER_NOT_AVAILABLE = 80

@@ -16,7 +16,7 @@ from confluent_kafka.admin import NewTopic
 
 from test_cluster import JOIN_TIMEOUT_S, admin, broker_ids, cluster, wait_until
 
-pytestmark = pytest.mark.sluice_only
+pytestmark = [pytest.mark.sluice_only, pytest.mark.cluster]
 
 # Followers that stop fetching leave the ISR after 3 s; fencing after 3 s (FAST).
 REPL = {"replica.lag.time.max.ms": "3000", "replica.fetch.wait.max.ms": "200",

@@ -30,7 +30,7 @@ from test_cluster import JOIN_TIMEOUT_S, wait_until
 from test_replication import create, full_isr, partitions, rcluster
 from test_transactions import parse_write_txn_markers_v1, write_txn_markers_v1
 
-pytestmark = pytest.mark.sluice_only
+pytestmark = [pytest.mark.sluice_only, pytest.mark.cluster]
 
 TOPIC = "txn-flow"
 NPARTS = 3
