@@ -62,6 +62,10 @@ pub const BROKER_SETTINGS: &[BrokerSetting] = &[
     BrokerSetting { key: "replica.fetch.wait.max.ms", default: "500", doc: "how long a follower's fetch waits at the leader for new records" },
     BrokerSetting { key: "replica.fetch.min.bytes", default: "1", doc: "bytes a follower's fetch waits for at the leader before it is answered" },
     BrokerSetting { key: "replica.fetch.backoff.ms", default: "1000", doc: "pause after a follower fetch that failed (connection lost, leader moved)" },
+    BrokerSetting { key: "leader.replication.throttled.rate", default: "9223372036854775807", doc: "bytes per second a leader sends to the followers its topics' leader.replication.throttled.replicas name while they are out of the ISR (a reassignment's new replicas); also a dynamic broker config (AlterConfigs on the broker, or the cluster default)" },
+    BrokerSetting { key: "follower.replication.throttled.rate", default: "9223372036854775807", doc: "bytes per second a follower fetches for the replicas its topics' follower.replication.throttled.replicas name while they are out of the ISR; also a dynamic broker config" },
+    BrokerSetting { key: "replication.quota.window.num", default: "11", doc: "number of sample windows the replication throttles measure their rate over" },
+    BrokerSetting { key: "replication.quota.window.size.seconds", default: "1", doc: "length of one replication throttle sample window" },
     BrokerSetting { key: "num.replica.fetchers", default: "1", doc: "accepted for Kafka compatibility: Sluice runs one fetcher per (leader broker, shard) on the shard that owns the partitions it fetches" },
     BrokerSetting { key: "unclean.leader.election.enable", default: "false", doc: "default of the topic setting: when every in-sync replica of a partition is fenced, the controller may make an out-of-sync live replica its leader (records it lacks are lost; logged as a warning)" },
     BrokerSetting { key: "auto.leader.rebalance.enable", default: "true", doc: "the controller moves each partition's leadership back to its preferred replica (the first listed) when that replica is in sync and a broker's share of partitions not led by their preferred replica exceeds leader.imbalance.per.broker.percentage" },
@@ -628,6 +632,20 @@ pub const TOPIC_CONFIGS: &[TopicConfigDef] = &[
         true
     ),
     tc!(
+        "follower.replication.throttled.replicas",
+        None,
+        "",
+        ConfigKind::Str,
+        true
+    ),
+    tc!(
+        "leader.replication.throttled.replicas",
+        None,
+        "",
+        ConfigKind::Str,
+        true
+    ),
+    tc!(
         "max.compaction.lag.ms",
         None,
         "9223372036854775807",
@@ -714,6 +732,27 @@ pub fn topic_config_def(name: &str) -> Option<&'static TopicConfigDef> {
     TOPIC_CONFIGS.iter().find(|d| d.name == name)
 }
 
+/// Checks a throttled-replicas list: empty, `*`, or `partition:broker` entries.
+pub fn validate_throttled_replicas(name: &str, value: &str) -> Result<(), String> {
+    let v = value.trim();
+    if v.is_empty() || v == "*" {
+        return Ok(());
+    }
+    for e in v.split(',') {
+        let ok = e.trim().split_once(':').is_some_and(|(p, b)| {
+            p.trim().parse::<u32>().is_ok() && b.trim().parse::<u32>().is_ok()
+        });
+        if !ok {
+            return Err(format!(
+                "Invalid value {value} for configuration {name}: expected '*' or a list of \
+                 partition:broker entries, found {:?}",
+                e.trim()
+            ));
+        }
+    }
+    Ok(())
+}
+
 /// Checks one topic setting; the error text goes back to the client as the error message.
 pub fn validate_topic_config(name: &str, value: &str) -> Result<(), String> {
     let Some(def) = topic_config_def(name) else {
@@ -729,6 +768,9 @@ pub fn validate_topic_config(name: &str, value: &str) -> Result<(), String> {
     };
     if !ok {
         return Err(format!("Invalid value {value} for configuration {name}"));
+    }
+    if name.ends_with(".replication.throttled.replicas") {
+        validate_throttled_replicas(name, value)?;
     }
     if name == "min.cleanable.dirty.ratio"
         && !value

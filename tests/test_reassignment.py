@@ -290,3 +290,121 @@ def test_cli_decommission_reassign_and_elect(broker_factory):
     got = consume_all(nodes[2], "spread", 4, 4000)
     for part in range(4):
         assert got[part] == [f"{part}:{i}".encode() for i in range(part, 4000, 4)]
+
+
+def test_replication_throttles_slow_only_the_named_catching_up_replicas(broker_factory):
+    """Kafka's replication quotas: with follower.replication.throttled.rate set on broker 4
+    and the leader rate on brokers 1-3 (kafka-python AlterConfigs on BROKER resources), a new
+    replica named in a topic's throttled-replicas list catches up no faster than the rate;
+    static broker settings stay refused, bad lists are refused, and removing the throttle
+    lets the next move run free."""
+    from confluent_kafka.admin import (AlterConfigOpType, ConfigEntry, ConfigResource,
+                                       ResourceType)
+    from kafka import TopicPartition as KTP
+    from kafka.admin import ConfigResource as KCR, ConfigResourceType as KCRT
+    rate = 256 * 1024
+    size = 2 * 1024 * 1024
+    nodes, _ = cluster(broker_factory, n_voters=3, brokers_only=1,
+                       settings={**REPL, "replication.quota.window.num": "2"})
+    wait_until("all brokers", lambda: broker_ids(nodes[0])[0] == [1, 2, 3, 4], timeout=40)
+    a = admin(nodes[0])
+    names = ("by-follower", "by-leader", "free")
+    for f in a.create_topics([NewTopic(n, 1, replica_assignment=[[1, 2, 3]]) for n in names],
+                             operation_timeout=20).values():
+        f.result(timeout=40)
+    for n in names:
+        wait_until(f"{n} full ISR", lambda n=n: full_isr(nodes[0], n, 1), timeout=30)
+    p = Producer({"bootstrap.servers": nodes[0].bootstrap, "acks": "all", "linger.ms": 20})
+    for n in names:
+        for i in range(size // 1024):
+            while True:
+                try:
+                    p.produce(n, value=b"x" * 1000 + f"{i:024d}".encode(), partition=0)
+                    break
+                except BufferError:
+                    p.poll(0.05)
+    assert p.flush(60) == 0
+
+    ka = kadmin(nodes)
+    try:
+        # The follower rate on broker 4; a static setting is refused.
+        res = ka.alter_configs([KCR(KCRT.BROKER, "4",
+                                    {"follower.replication.throttled.rate": str(rate)})])
+        assert res == {"broker": {"4": "OK"}}, res
+        # The leader rate on the current replicas' brokers.
+        for b in ("1", "2", "3"):
+            res = ka.alter_configs([KCR(KCRT.BROKER, b,
+                                        {"leader.replication.throttled.rate": str(rate)})])
+            assert res == {"broker": {b: "OK"}}, res
+        res = ka.alter_configs([KCR(KCRT.BROKER, "4", {"log.dirs": "/elsewhere"})],
+                               raise_on_unknown=False)
+        assert "InvalidRequest" in res["broker"]["4"] and "dynamically" in res["broker"]["4"], res
+        described = ka.describe_configs([KCR(KCRT.BROKER, "4")])
+    finally:
+        ka.close()
+    # A malformed replica list is refused.
+    bad = a.alter_configs([ConfigResource(ResourceType.TOPIC, "free", set_config={
+        "follower.replication.throttled.replicas": "zero:four"})])
+    with pytest.raises(Exception, match="partition:broker"):
+        for f in bad.values():
+            f.result(timeout=30)
+    for n, conf in (("by-follower", {"follower.replication.throttled.replicas": "0:4"}),
+                    ("by-leader", {"leader.replication.throttled.replicas": "0:1,0:2,0:3"})):
+        for f in a.alter_configs([ConfigResource(ResourceType.TOPIC, n,
+                                                 set_config=conf)]).values():
+            f.result(timeout=30)
+    # Broker 4 reports the dynamic value with its source (DescribeConfigs on broker 4).
+    fs = a.describe_configs([ConfigResource(ResourceType.BROKER, "4")])
+    entries = list(fs.values())[0].result(timeout=30)
+    fr = entries["follower.replication.throttled.rate"]
+    assert fr.value == str(rate) and fr.source == 2 and not fr.is_read_only, (fr, described)
+    assert entries["log.dirs"].is_read_only
+
+    ka = kadmin(nodes)
+    try:
+        start = time.monotonic()
+        res = ka.alter_partition_reassignments({KTP(n, 0): [1, 2, 3, 4]
+                                                for n in ("by-follower", "by-leader")})
+        assert set(res.values()) == {None}, res
+        seen = {}
+
+        def done():
+            left = ka.list_partition_reassignments()
+            for n in ("by-follower", "by-leader"):
+                if KTP(n, 0) not in left and n not in seen:
+                    seen[n] = time.monotonic() - start
+            return left == {}
+        wait_until("throttled moves done", done, timeout=90, every=0.1)
+        took = time.monotonic() - start
+        # 2 MiB at 256 KiB/s after a burst of one window (256 KiB): at least 7 s on any
+        # machine (a slow one only adds); unthrottled it is a local copy of 2 MiB.
+        print(f"throttled catch-up: {took:.1f} s, per partition {seen}")
+        assert took >= 6.0, f"throttled catch-up took only {took:.1f} s"
+        assert min(seen.values()) >= 6.0, seen
+        for n in ("by-follower", "by-leader"):
+            wait_until(f"{n} ISR with broker 4",
+                       lambda n=n: sorted(partitions(nodes[0], n)[0].isrs) == [1, 2, 3, 4],
+                       timeout=20)
+        # Throttles off (deleting the dynamic configs, IncrementalAlterConfigs): the next
+        # move is not held back.
+        for b in ("1", "2", "3", "4"):
+            fs = a.incremental_alter_configs([ConfigResource(ResourceType.BROKER, b,
+                incremental_configs=[ConfigEntry(k, None,
+                                                 incremental_operation=AlterConfigOpType.DELETE)
+                                     for k in ("leader.replication.throttled.rate",
+                                               "follower.replication.throttled.rate")])])
+            for f in fs.values():
+                f.result(timeout=30)
+        fs = a.describe_configs([ConfigResource(ResourceType.BROKER, "1")])
+        lr = list(fs.values())[0].result(timeout=30)["leader.replication.throttled.rate"]
+        assert lr.source == 5 and lr.value == "9223372036854775807", lr
+        start = time.monotonic()
+        res = ka.alter_partition_reassignments({KTP("free", 0): [1, 2, 3, 4]})
+        assert set(res.values()) == {None}, res
+        wait_until("free move done", lambda: ka.list_partition_reassignments() == {},
+                   timeout=60, every=0.1)
+        print(f"unthrottled catch-up: {time.monotonic() - start:.1f} s")
+    finally:
+        ka.close()
+    got = consume_all(nodes[3], "by-follower", 1, size // 1024)
+    assert len(got[0]) == size // 1024

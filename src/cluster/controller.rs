@@ -414,6 +414,37 @@ pub async fn alter_topic_configs(
     propose_checked(checked).await
 }
 
+/// Applies dynamic broker config changes, one `BrokerConfigs` record per resource (a broker
+/// id as text, or "" for the cluster default). The caller has checked the names and values
+/// (`throttle::DYNAMIC_BROKER_CONFIGS`).
+pub async fn alter_broker_configs(
+    items: Vec<(String, ConfigChange, bool)>,
+) -> Vec<Result<(), Refusal>> {
+    let img = image();
+    let checked: Vec<Result<Option<MetadataRecord>, Refusal>> = items
+        .into_iter()
+        .map(|(broker, change, validate_only)| {
+            let mut configs = if change.replace_all {
+                BTreeMap::new()
+            } else {
+                img.broker_configs.get(&broker).cloned().unwrap_or_default()
+            };
+            for (k, v) in change.set {
+                configs.insert(k, v);
+            }
+            for k in &change.delete {
+                configs.remove(k);
+            }
+            if validate_only {
+                return Ok(None);
+            }
+            tracing::info!(broker = %broker, configs = ?configs, "dynamic broker config change proposed");
+            Ok(Some(MetadataRecord::BrokerConfigs { broker, configs }))
+        })
+        .collect();
+    propose_checked(checked).await
+}
+
 /// Producer ids handed to a shard at a time, so InitProducerId rarely needs
 /// the controller.
 pub const PRODUCER_ID_BLOCK: i64 = 1000;

@@ -20,7 +20,7 @@
 //! new leader and removes it from every other; a fetcher with nothing left to fetch ends.
 
 use std::cell::RefCell;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::rc::{Rc, Weak};
 use std::time::Duration;
 
@@ -34,11 +34,14 @@ use super::image;
 use super::partition_manager::{broker_config, Partition};
 use super::peer_client::{address_of, PeerConn};
 use super::replica::Role;
+use super::throttle;
 use crate::runtime::{self, LocalNotify};
 
 /// Fetch version followers send: the last with topic names (v13+ use topic ids), with
 /// `replica_id`, `current_leader_epoch`, `last_fetched_epoch` and the diverging epoch.
 const FETCH_VERSION: i16 = 12;
+/// How long a fetcher whose every partition is throttled waits before it looks again.
+const THROTTLE_PAUSE: Duration = Duration::from_millis(100);
 /// Time allowed for an answer beyond the long-poll wait.
 const ANSWER_SLACK: Duration = Duration::from_secs(10);
 
@@ -178,7 +181,55 @@ async fn run(f: Rc<Fetcher>) {
             }
         }
         let Some(c) = conn.as_mut() else { continue };
-        let (req, sent) = request(&parts, cfg.node_id, &repl);
+        // Replication throttle (throttle.rs): replicas named for this follower and out of
+        // the ISR sit out while this shard's throttled fetching is over its share.
+        let img = image();
+        let rate = throttle::rate(&img, &cfg, throttle::FOLLOWER_RATE);
+        let throttled: HashSet<Key> = if rate == throttle::UNLIMITED {
+            HashSet::new()
+        } else {
+            parts
+                .iter()
+                .filter(|p| {
+                    !p.replica.borrow().isr.contains(&cfg.node_id)
+                        && throttle::listed(
+                            &img,
+                            &p.topic,
+                            throttle::FOLLOWER_REPLICAS,
+                            p.index,
+                            cfg.node_id,
+                        )
+                })
+                .map(|p| (p.topic.clone(), p.index))
+                .collect()
+        };
+        drop(img);
+        let allowance = if throttled.is_empty() {
+            u64::MAX
+        } else {
+            throttle::allowance(&cfg, false, rate, runtime::now_ms())
+        };
+        if allowance == 0 {
+            parts.retain(|p| !throttled.contains(&(p.topic.clone(), p.index)));
+            if parts.is_empty() {
+                let _ = runtime::timeout(THROTTLE_PAUSE, f.added.notified()).await;
+                continue;
+            }
+        }
+        let (mut req, sent) = request(&parts, cfg.node_id, &repl);
+        if allowance != u64::MAX && allowance > 0 {
+            // The throttled partitions share what the rate allows now (each still gets a
+            // whole batch: KIP-74).
+            let share = allowance / throttled.len().max(1) as u64;
+            let share = i32::try_from(share.max(1)).unwrap_or(i32::MAX);
+            for t in &mut req.topics {
+                for fp in &mut t.partitions {
+                    if throttled.contains(&(t.topic.0.to_string(), fp.partition)) {
+                        fp.partition_max_bytes = fp.partition_max_bytes.min(share);
+                    }
+                }
+            }
+        }
         let wait = Duration::from_millis(repl.fetch_wait_max_ms) + ANSWER_SLACK;
         let resp = match runtime::timeout(wait, c.send(&req, FETCH_VERSION)).await {
             Some(Ok(r)) => r,
@@ -215,6 +266,10 @@ async fn run(f: Rc<Fetcher>) {
                 };
                 if p.role_generation.get() != *generation {
                     continue; // the role changed while the fetch was out
+                }
+                if throttled.contains(&key) {
+                    let bytes = pd.records.as_ref().map_or(0, |r| r.len() as u64);
+                    throttle::record(&cfg, false, rate, bytes, runtime::now_ms());
                 }
                 if let Err(e) = on_partition(p, *offset, pd).await {
                     tracing::warn!(topic = %p.topic, partition = p.index, leader = f.leader,

@@ -28,6 +28,7 @@ pub mod records;
 pub mod replica;
 pub mod stats;
 pub mod store;
+pub mod throttle;
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, OnceLock};
@@ -132,6 +133,10 @@ pub struct MetadataImage {
     /// Log index of the last metadata record applied (0: none yet).
     #[serde(default)]
     pub applied_index: u64,
+    /// Dynamic broker configs (`throttle::DYNAMIC_BROKER_CONFIGS`), by broker id as text;
+    /// the key "" holds the cluster-wide defaults.
+    #[serde(default)]
+    pub broker_configs: BTreeMap<String, BTreeMap<String, String>>,
 }
 
 impl MetadataImage {

@@ -129,6 +129,12 @@ pub enum MetadataRecord {
     ProducerIds {
         count: i64,
     },
+    /// The dynamic configs of one broker (`broker` = its id as text) or, with `broker`
+    /// empty, the cluster-wide defaults; replaced whole (an empty map removes them).
+    BrokerConfigs {
+        broker: String,
+        configs: BTreeMap<String, String>,
+    },
 }
 
 /// What applying a record produced, beyond success.
@@ -545,6 +551,13 @@ pub fn apply(img: &mut MetadataImage, rec: &MetadataRecord) -> Result<Applied, R
             let mut meta = (**t).clone();
             meta.configs = configs.clone();
             img.topics.insert(name.clone(), Arc::new(meta));
+        }
+        MetadataRecord::BrokerConfigs { broker, configs } => {
+            if configs.is_empty() {
+                img.broker_configs.remove(broker);
+            } else {
+                img.broker_configs.insert(broker.clone(), configs.clone());
+            }
         }
         MetadataRecord::ProducerIds { count } => {
             let start = img.next_producer_id.max(0);

@@ -86,6 +86,14 @@ pub struct ReplicationSettings {
     /// `num.replica.fetchers`: accepted for compatibility; Sluice runs one fetcher per
     /// (leader broker, shard), which is what this number tunes in Kafka.
     pub num_fetchers: u64,
+    /// `leader.replication.throttled.rate` (static; a dynamic broker config overrides it).
+    pub leader_throttled_rate: u64,
+    /// `follower.replication.throttled.rate` (static; a dynamic broker config overrides it).
+    pub follower_throttled_rate: u64,
+    /// `replication.quota.window.num`.
+    pub quota_window_num: usize,
+    /// `replication.quota.window.size.seconds`, in ms.
+    pub quota_window_ms: u64,
 }
 
 impl ClusterSettings {
@@ -194,6 +202,13 @@ pub fn from_values(
             fetch_min_bytes: num("replica.fetch.min.bytes")?,
             fetch_backoff_ms: num("replica.fetch.backoff.ms")?,
             num_fetchers: num("num.replica.fetchers")?,
+            leader_throttled_rate: num("leader.replication.throttled.rate")?,
+            follower_throttled_rate: num("follower.replication.throttled.rate")?,
+            quota_window_num: usize::try_from(num("replication.quota.window.num")?.max(1))
+                .unwrap_or(11),
+            quota_window_ms: num("replication.quota.window.size.seconds")?
+                .max(1)
+                .saturating_mul(1000),
         },
         auto_leader_rebalance: match get("auto.leader.rebalance.enable").as_str() {
             "true" | "" => true,
@@ -273,6 +288,10 @@ mod tests {
             ("replica.fetch.min.bytes", "1"),
             ("replica.fetch.backoff.ms", "1000"),
             ("num.replica.fetchers", "1"),
+            ("leader.replication.throttled.rate", "9223372036854775807"),
+            ("follower.replication.throttled.rate", "9223372036854775807"),
+            ("replication.quota.window.num", "11"),
+            ("replication.quota.window.size.seconds", "1"),
         ]
         .iter()
         .map(|(k, v)| (k.to_string(), v.to_string()))

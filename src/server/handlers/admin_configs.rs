@@ -1,6 +1,8 @@
-//! DescribeConfigs, AlterConfigs and IncrementalAlterConfigs for topics (and
-//! describing this broker's settings). Broker settings are static: altering
-//! them is refused with INVALID_REQUEST, set them at start-up instead.
+//! DescribeConfigs, AlterConfigs and IncrementalAlterConfigs for topics and brokers. Most
+//! broker settings are static (altering them is refused with INVALID_REQUEST: set them at
+//! start-up); the replication throttle rates (`throttle::DYNAMIC_BROKER_CONFIGS`) are
+//! dynamic broker configs, per broker id or for the cluster default (resource name ""),
+//! kept in the metadata log.
 
 use std::collections::BTreeMap;
 
@@ -16,7 +18,7 @@ use kafka_protocol::messages::{
 
 use super::str_bytes;
 use crate::cluster::controller::{self, ConfigChange, Refusal};
-use crate::cluster::{image, partition_manager::broker_config};
+use crate::cluster::{image, partition_manager::broker_config, throttle};
 use crate::config::{ConfigKind, BROKER_SETTINGS, TOPIC_CONFIGS};
 use crate::protocol::Request;
 
@@ -24,6 +26,8 @@ const RESOURCE_TOPIC: i8 = 2;
 const RESOURCE_BROKER: i8 = 4;
 // Kafka's ConfigSource codes.
 const SOURCE_TOPIC: i8 = 1;
+const SOURCE_DYNAMIC_BROKER: i8 = 2;
+const SOURCE_DYNAMIC_DEFAULT_BROKER: i8 = 3;
 const SOURCE_STATIC_BROKER: i8 = 4;
 const SOURCE_DEFAULT: i8 = 5;
 
@@ -83,14 +87,36 @@ pub fn describe(req: &Request, body: DescribeConfigsRequest) -> DescribeConfigsR
                 }
             },
             RESOURCE_BROKER if name.is_empty() || name == cfg.node_id.to_string() => {
+                let dynamic = |scope: &str, key: &str| {
+                    img.broker_configs
+                        .get(scope)
+                        .and_then(|m| m.get(key))
+                        .cloned()
+                };
                 for s in BROKER_SETTINGS.iter().filter(|s| wanted(s.key)) {
-                    let value = cfg.values.get(s.key).cloned().unwrap_or_default();
-                    let source = if value != s.default {
+                    let mut value = cfg.values.get(s.key).cloned().unwrap_or_default();
+                    let mut source = if value != s.default {
                         SOURCE_STATIC_BROKER
                     } else {
                         SOURCE_DEFAULT
                     };
-                    let mut e = entry(s.key, &value, source, ConfigKind::Str, true, req.version);
+                    let is_dynamic = throttle::DYNAMIC_BROKER_CONFIGS.contains(&s.key);
+                    if is_dynamic {
+                        let mine = (!name.is_empty()).then(|| dynamic(name, s.key)).flatten();
+                        if let Some(v) = mine {
+                            (value, source) = (v, SOURCE_DYNAMIC_BROKER);
+                        } else if let Some(v) = dynamic("", s.key) {
+                            (value, source) = (v, SOURCE_DYNAMIC_DEFAULT_BROKER);
+                        }
+                    }
+                    let mut e = entry(
+                        s.key,
+                        &value,
+                        source,
+                        ConfigKind::Str,
+                        !is_dynamic,
+                        req.version,
+                    );
                     if req.version >= 3 && body.include_documentation {
                         e.documentation = Some(str_bytes(s.doc));
                     }
@@ -167,6 +193,8 @@ async fn apply(
     let mut outcomes: Vec<Outcome> = Vec::new();
     let mut items = Vec::new();
     let mut slots = Vec::new();
+    let mut broker_items = Vec::new();
+    let mut broker_slots = Vec::new();
     for (rtype, name, change) in resources {
         let r = match (rtype, change) {
             (_, Err(r)) => Err(r),
@@ -175,11 +203,18 @@ async fn apply(
                 items.push((name.clone(), change, validate_only));
                 Ok(())
             }
-            (RESOURCE_BROKER, Ok(_)) => Err(Refusal {
+            (RESOURCE_BROKER, Ok(change)) => match check_broker_change(&name, &change) {
+                Ok(()) => {
+                    broker_slots.push(outcomes.len());
+                    broker_items.push((name.clone(), change, validate_only));
+                    Ok(())
+                }
+                Err(r) => Err(r),
+            },
+            (other, Ok(_)) => Err(Refusal {
                 code: ResponseError::InvalidRequest.code(),
-                message: "Broker settings are static in sluice: set them in the config file, environment or --set and restart".into(),
+                message: format!("Unsupported resource type {other}"),
             }),
-            (other, Ok(_)) => Err(Refusal { code: ResponseError::InvalidRequest.code(), message: format!("Unsupported resource type {other}") }),
         };
         outcomes.push((rtype, name, r));
     }
@@ -189,7 +224,46 @@ async fn apply(
     {
         outcomes[slot].2 = r;
     }
+    if !broker_items.is_empty() {
+        for (slot, r) in broker_slots
+            .into_iter()
+            .zip(controller::alter_broker_configs(broker_items).await)
+        {
+            outcomes[slot].2 = r;
+        }
+    }
     outcomes
+}
+
+/// Checks a change of a BROKER resource: the name is a broker id or "" (the cluster
+/// default), and only the dynamic broker configs are set, with valid values.
+fn check_broker_change(name: &str, change: &ConfigChange) -> Result<(), Refusal> {
+    if !name.is_empty() && !name.parse::<i32>().is_ok_and(|id| id >= 0) {
+        return Err(Refusal {
+            code: ResponseError::InvalidRequest.code(),
+            message: format!("Invalid broker id {name:?}: expected a broker id or the empty string (the cluster default)"),
+        });
+    }
+    let keys = change.set.keys().chain(change.delete.iter());
+    let static_keys: Vec<&String> = keys
+        .filter(|k| !throttle::DYNAMIC_BROKER_CONFIGS.contains(&k.as_str()))
+        .collect();
+    if !static_keys.is_empty() {
+        return Err(Refusal {
+            code: ResponseError::InvalidRequest.code(),
+            message: format!(
+                "Cannot update these configs dynamically: {static_keys:?}. Sluice changes only {:?} at run time; set the others in the config file, environment or --set and restart",
+                throttle::DYNAMIC_BROKER_CONFIGS
+            ),
+        });
+    }
+    for (k, v) in &change.set {
+        throttle::validate_rate(k, v).map_err(|m| Refusal {
+            code: ResponseError::InvalidConfig.code(),
+            message: m,
+        })?;
+    }
+    Ok(())
 }
 
 pub async fn alter(body: AlterConfigsRequest) -> AlterConfigsResponse {
@@ -234,10 +308,13 @@ pub async fn incremental_alter(
         .iter()
         .map(|r| {
             let name = r.resource_name.as_str().to_string();
-            let current: BTreeMap<String, String> = img
-                .topic(&name)
-                .map(|t| t.configs.clone())
-                .unwrap_or_default();
+            let current: BTreeMap<String, String> = if r.resource_type == RESOURCE_BROKER {
+                img.broker_configs.get(&name).cloned().unwrap_or_default()
+            } else {
+                img.topic(&name)
+                    .map(|t| t.configs.clone())
+                    .unwrap_or_default()
+            };
             let change = incremental_change(
                 &current,
                 r.configs.iter().map(|c| {

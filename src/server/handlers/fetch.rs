@@ -22,7 +22,7 @@ use kafka_protocol::messages::fetch_response::{
 use kafka_protocol::messages::{FetchRequest, FetchResponse, ProducerId};
 
 use super::{by_shard, topic_name, topic_str};
-use crate::cluster::{image, owner_shard, partition_manager};
+use crate::cluster::{image, owner_shard, partition_manager, throttle};
 use crate::protocol::parts::{stand_in, Piece, MAX_SPLICE_LEN};
 use crate::protocol::Request;
 use crate::runtime;
@@ -354,6 +354,22 @@ async fn read_partition(
     let Some(max_bytes) = max_bytes else {
         return empty(None);
     };
+    // Replication throttle (cluster/throttle.rs): a follower out of the ISR that the topic
+    // names for this leader gets no records while this shard's throttled traffic is over
+    // its share of the rate.
+    let throttled = match w.replica {
+        Some(id) if !p.replica.borrow().isr.contains(&id) => leader_throttle(p),
+        _ => None,
+    };
+    let mut max_bytes = max_bytes;
+    if let Some(rate) = throttled {
+        let cfg = partition_manager::broker_config();
+        match throttle::allowance(&cfg, true, rate, runtime::now_ms()) {
+            0 => return empty(None),
+            // A whole first batch still comes (KIP-74): the overshoot is one batch.
+            left => max_bytes = max_bytes.min(usize::try_from(left).unwrap_or(usize::MAX)),
+        }
+    }
     // Followers read everything the leader holds; consumers what is committed.
     let bound = if w.replica.is_some() {
         p.log.log_end_offset()
@@ -384,6 +400,14 @@ async fn read_partition(
         Ok(records) => records,
         Err(e) => return Got::error(super::produce::storage_error(&e).code(), hw, log_start),
     };
+    if let Some(rate) = throttled {
+        let bytes = match &records {
+            FetchRecords::Mem(b) => b.len() as u64,
+            FetchRecords::File(r) => r.len as u64,
+        };
+        let cfg = partition_manager::broker_config();
+        throttle::record(&cfg, true, rate, bytes, runtime::now_ms());
+    }
     let aborted = if !w.read_committed {
         None
     } else {
@@ -407,6 +431,23 @@ async fn read_partition(
         aborted,
         diverging: None,
     }
+}
+
+/// The leader's throttle rate for `p` when its topic names this broker in
+/// `leader.replication.throttled.replicas` and a rate is set; None otherwise.
+fn leader_throttle(p: &partition_manager::Partition) -> Option<u64> {
+    let cfg = partition_manager::broker_config();
+    let img = crate::cluster::image();
+    let rate = throttle::rate(&img, &cfg, throttle::LEADER_RATE);
+    (rate != throttle::UNLIMITED
+        && throttle::listed(
+            &img,
+            &p.topic,
+            throttle::LEADER_REPLICAS,
+            p.index,
+            cfg.node_id,
+        ))
+    .then_some(rate)
 }
 
 /// Waits until any requested partition has data past its fetch offset, or
