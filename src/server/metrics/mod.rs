@@ -218,11 +218,12 @@ fn with_api(api_key: i16, f: impl FnOnce(&mut ApiCounters)) {
     });
 }
 
-/// A copy of this shard's counters, for a scrape: topics by label (`__other` included when
-/// used) and APIs by key. Drops the entries of topics `exists` denies first.
-pub fn shard_snapshot(
-    exists: &dyn Fn(&str) -> bool,
-) -> (Vec<(String, TopicCounters)>, Vec<(i16, ApiCounters)>) {
+/// One shard's counters: topics by label (`__other` included when used), APIs by key.
+pub type Snapshot = (Vec<(String, TopicCounters)>, Vec<(i16, ApiCounters)>);
+
+/// A copy of this shard's counters, for a scrape. Drops the entries of topics `exists`
+/// denies first.
+pub fn shard_snapshot(exists: &dyn Fn(&str) -> bool) -> Snapshot {
     let topics = TOPICS.with(|t| {
         let mut t = t.borrow_mut();
         t.by_name.retain(|name, _| exists(name));

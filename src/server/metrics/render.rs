@@ -160,9 +160,10 @@ pub fn error_name(code: i16) -> String {
     if code == 0 {
         return "NONE".into();
     }
-    match kafka_protocol::error::ResponseError::try_from_code(code) {
+    use kafka_protocol::error::ResponseError;
+    match ResponseError::try_from_code(code) {
+        Some(ResponseError::Unknown(_)) | None => format!("UNKNOWN_{code}"),
         Some(e) => screaming_snake(&format!("{e:?}")),
-        None => format!("UNKNOWN_{code}"),
     }
 }
 
