@@ -126,6 +126,8 @@ pub const BROKER_SETTINGS: &[BrokerSetting] = &[
     BrokerSetting { key: "reactor.spin.before.park.us", default: "0", doc: "an idle shard polls its rings and inbox for this long before it sleeps in the kernel; saves the wake-up (an eventfd write and a context switch) when work comes soon, at the cost of CPU another thread could use (0 = sleep at once)" },
     BrokerSetting { key: "socket.io.slice.bytes", default: "524288", doc: "a connection copies at most this many bytes to or from its socket in one send or receive, and lets the shard's other tasks run after that many; bounds how long one large Fetch answer or Produce frame holds a shard, at some cost in syscalls (0 = no bound; else at least 4096)" },
     BrokerSetting { key: "stall.detector.interval.ms", default: "0", doc: "when above 0, each shard times every task poll and a 1 ms timer tick, and logs the longest of each at this interval (0 = off), with its Produce and Fetch service times (p50/p99/p99.9/max, frame read to answer written), its longest segment write and fsync, and its recent-batch cache hits, misses and bytes" },
+    BrokerSetting { key: "admin.listeners", default: "http://127.0.0.1:9644", doc: "the admin HTTP listener (http://host:port, a numeric IP): GET /metrics (Prometheus text; OpenMetrics when asked), /v1/health and /v1/ready (docs/metrics.md); served by shard 0; empty: no admin listener" },
+    BrokerSetting { key: "metrics.topics.max", default: "1000", doc: "Sluice only: most topics with series of their own in the per-topic metrics (sluice_topic_*); topics seen after that many are counted together under topic=\"__other\"" },
     BrokerSetting { key: "stall.detector.threshold.us", default: "1000", doc: "a task poll or timer-tick lateness longer than this makes the stall detector's line a warning" },
 ];
 
@@ -158,6 +160,10 @@ pub struct BrokerConfig {
     pub io_slice_bytes: usize,
     pub stall_interval_ms: u64,
     pub stall_threshold_us: u64,
+    /// `admin.listeners`: the admin HTTP listener's address; `None` when empty (off).
+    pub admin_listen: Option<std::net::SocketAddr>,
+    /// `metrics.topics.max`.
+    pub metrics_topics_max: usize,
     pub groups: GroupSettings,
     pub txns: TxnSettings,
     /// Every broker setting by key (defaults filled in), for DescribeConfigs and topic defaults.
@@ -293,6 +299,23 @@ impl GroupSettings {
     }
 }
 
+/// `admin.listeners`: empty (off) or one `http://host:port` with a numeric IP.
+fn parse_admin_listener(value: &str) -> anyhow::Result<Option<std::net::SocketAddr>> {
+    let value = value.trim();
+    if value.is_empty() {
+        return Ok(None);
+    }
+    let Some(addr) = value.strip_prefix("http://") else {
+        bail!("admin.listeners must be http://host:port (or empty to turn it off), got {value:?}");
+    };
+    let addr = addr.trim_end_matches('/');
+    addr.parse::<std::net::SocketAddr>()
+        .map(Some)
+        .with_context(|| {
+            format!("admin.listeners must be http://host:port with a numeric IP, got {value:?}")
+        })
+}
+
 impl BrokerConfig {
     /// Merges defaults, the TOML file, `SLUICE_*` environment variables, `--set` and flags.
     pub fn load(args: &StartArgs) -> anyhow::Result<BrokerConfig> {
@@ -419,6 +442,8 @@ impl BrokerConfig {
             },
             stall_interval_ms: parse_key(&values, "stall.detector.interval.ms")?,
             stall_threshold_us: parse_key(&values, "stall.detector.threshold.us")?,
+            admin_listen: parse_admin_listener(&get("admin.listeners"))?,
+            metrics_topics_max: parse_key(&values, "metrics.topics.max")?,
             groups: GroupSettings::from_values(&values)?,
             txns: TxnSettings::from_values(&values)?,
             values,
@@ -881,6 +906,31 @@ mod tests {
             2000
         );
         assert_eq!(cfg.listen, "127.0.0.1:9092");
+    }
+
+    #[test]
+    fn admin_listener_is_an_http_address_or_off() {
+        let load = |v: &str| {
+            let args = StartArgs {
+                set: vec![format!("admin.listeners={v}")],
+                ..Default::default()
+            };
+            BrokerConfig::load_from(&args, &[]).map(|c| c.admin_listen)
+        };
+        let default = BrokerConfig::load_from(&StartArgs::default(), &[]).unwrap();
+        assert_eq!(
+            default.admin_listen,
+            Some("127.0.0.1:9644".parse().unwrap())
+        );
+        assert_eq!(default.metrics_topics_max, 1000);
+        assert_eq!(
+            load("http://0.0.0.0:9000").unwrap(),
+            Some("0.0.0.0:9000".parse().unwrap())
+        );
+        assert_eq!(load("").unwrap(), None);
+        assert!(load("127.0.0.1:9000").is_err(), "the scheme is required");
+        assert!(load("https://127.0.0.1:9000").is_err(), "no TLS");
+        assert!(load("http://localhost:9000").is_err(), "a numeric IP");
     }
 
     #[test]

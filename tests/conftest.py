@@ -106,6 +106,9 @@ class Broker:
         self.settings = dict(settings or {})
         self.smp = SMP if smp is None else smp
         self.port = port or free_port()
+        # Every broker gets an admin listener of its own (admin.listeners), so that brokers
+        # running side by side never compete for the default port.
+        self.admin_port = free_port()
         self.data_dir = data_dir or (tmp / f"{name}-data")
         self.proc: subprocess.Popen | None = None
         self.starts = 0
@@ -116,6 +119,10 @@ class Broker:
     @property
     def bootstrap(self) -> str:
         return f"127.0.0.1:{self.port}"
+
+    @property
+    def admin_url(self) -> str:
+        return f"http://127.0.0.1:{self.admin_port}"
 
     @property
     def log_path(self) -> Path:
@@ -129,7 +136,8 @@ class Broker:
         cmd = [str(sluice_bin()), "start", "--listen", self.bootstrap, "--smp", str(self.smp)]
         if "log.dirs" not in self.settings:  # --data-dir would override log.dirs
             cmd += ["--data-dir", str(self.data_dir)]
-        for k, v in self.settings.items():
+        settings = {"admin.listeners": self.admin_url, **self.settings}
+        for k, v in settings.items():
             cmd += ["--set", f"{k}={v}"]
         return cmd
 

@@ -36,6 +36,7 @@ def test_runs_as_normal_user_with_default_memlock():
     cmd = ["prlimit", f"--memlock={MEMLOCK_BYTES}:{MEMLOCK_BYTES}",
            "setpriv", f"--reuid={NOBODY}", f"--regid={NOBODY}", "--clear-groups",
            str(exe), "start", "--listen", f"127.0.0.1:{port}", "--data-dir", str(data),
+           "--set", f"admin.listeners=http://127.0.0.1:{free_port()}",
            "--smp", os.environ.get("SLUICE_SMP", "2")]
     with open(log, "wb") as f:
         proc = subprocess.Popen(cmd, stdout=f, stderr=subprocess.STDOUT, cwd=str(work))

@@ -388,6 +388,37 @@ pub fn list() -> Vec<(String, String, String)> {
     })
 }
 
+/// One group of this shard as the metrics endpoint shows it.
+pub struct GroupFigures {
+    pub id: String,
+    pub state: &'static str,
+    pub members: usize,
+    /// (topic, partition, committed offset).
+    pub offsets: Vec<(String, i32, i64)>,
+}
+
+/// Every group on this shard: state, member count and committed offsets (read only).
+pub fn figures() -> Vec<GroupFigures> {
+    GROUPS.with(|gs| {
+        gs.borrow()
+            .values()
+            .map(|g| {
+                let g = g.borrow();
+                GroupFigures {
+                    id: g.id.clone(),
+                    state: g.state.name(),
+                    members: g.members.len(),
+                    offsets: g
+                        .offsets
+                        .iter()
+                        .map(|((t, p), v)| (t.clone(), *p, v.offset))
+                        .collect(),
+                }
+            })
+            .collect()
+    })
+}
+
 /// A member as DescribeGroups shows it.
 pub struct MemberSummary {
     pub member_id: String,

@@ -7,6 +7,7 @@
 //! and its result comes back over a oneshot channel. Nothing on the data path
 //! is shared behind a lock.
 
+pub mod histogram;
 pub mod notify;
 pub mod splice;
 pub mod stall;

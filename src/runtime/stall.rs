@@ -32,6 +32,8 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
+use super::histogram::LatencyHistogram;
+
 /// Period of the lateness probe.
 pub const TICK: Duration = Duration::from_millis(1);
 
@@ -58,6 +60,12 @@ thread_local! {
     static EXTRA: Cell<Option<fn() -> String>> = const { Cell::new(None) };
     static PRODUCE_US: RefCell<Option<hdrhistogram::Histogram<u64>>> = const { RefCell::new(None) };
     static FETCH_US: RefCell<Option<hdrhistogram::Histogram<u64>>> = const { RefCell::new(None) };
+    /// Every fsync's duration since the shard started, detector on or off (the metrics
+    /// endpoint's `sluice_fsync_latency_seconds`).
+    static FSYNC: RefCell<LatencyHistogram> = const { RefCell::new(LatencyHistogram::new()) };
+    /// The last interval's report, and polls over the threshold since the shard started.
+    static LAST_REPORT: Cell<Option<StallReport>> = const { Cell::new(None) };
+    static SLOW_POLLS_TOTAL: Cell<u64> = const { Cell::new(0) };
 }
 
 /// Adds figures from a layer above (storage) to this shard's detector line:
@@ -73,6 +81,37 @@ pub enum Disk {
     Write,
     /// A partition's fsync (acks=all, segment roll).
     Sync,
+}
+
+/// Records one fsync's duration on this shard: always into the shard's fsync histogram, and
+/// into the interval's longest when the detector is on.
+pub fn record_fsync(d: Duration) {
+    FSYNC.with(|h| h.borrow_mut().record(d));
+    if enabled() {
+        record_disk(Disk::Sync, d);
+    }
+}
+
+/// What the metrics endpoint reads from one shard's detector.
+#[derive(Debug, Clone, Copy)]
+pub struct ShardFigures {
+    /// Whether the detector runs (`stall.detector.interval.ms` above 0).
+    pub enabled: bool,
+    /// The last full interval's report (`None` before the first, or with the detector off).
+    pub last: Option<StallReport>,
+    /// Polls longer than the threshold since the shard started.
+    pub slow_polls_total: u64,
+    pub fsync: LatencyHistogram,
+}
+
+/// This shard's figures for the metrics endpoint; reads only, resets nothing.
+pub fn figures() -> ShardFigures {
+    ShardFigures {
+        enabled: enabled(),
+        last: LAST_REPORT.with(Cell::get),
+        slow_polls_total: SLOW_POLLS_TOTAL.with(Cell::get),
+        fsync: FSYNC.with(|h| *h.borrow()),
+    }
 }
 
 /// Records one disk operation's duration on this shard (detector on only).
@@ -339,6 +378,8 @@ pub fn start(shard: usize, interval: Duration, threshold: Duration) {
         loop {
             glommio::timer::sleep(interval).await;
             let r = take_report();
+            LAST_REPORT.with(|c| c.set(Some(r)));
+            SLOW_POLLS_TOTAL.with(|c| c.set(c.get().saturating_add(r.slow_polls)));
             let produce = take_service(Service::Produce);
             let fetch = take_service(Service::Fetch);
             let write_us = MAX_WRITE.with(|c| c.replace(Duration::ZERO)).as_micros() as u64;

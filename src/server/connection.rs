@@ -46,6 +46,7 @@ use crate::runtime::stall::Service;
 
 use super::handlers::{self, Reply};
 use super::limits::{admit_request, ConnectionSlot, RequestPermit};
+use super::metrics::{self, RequestTiming};
 
 /// A frame up to this size gets its whole buffer at once; a larger one grows
 /// (doubling) as its bytes arrive.
@@ -62,6 +63,11 @@ struct Answer {
     permit: Option<RequestPermit>,
     /// When the frame was read, for the stall detector's Produce and Fetch service times.
     started: Option<(Service, Instant)>,
+    /// The request's phases so far, for the metrics endpoint (`server::metrics`); the writer
+    /// adds the total and the answer's size.
+    timing: RequestTiming,
+    /// When the frame's length prefix had arrived.
+    arrived: Instant,
 }
 
 /// Serves one connection until the peer closes it, goes idle, or sends
@@ -112,6 +118,7 @@ pub async fn serve(mut stream: TcpStream, _slot: ConnectionSlot) {
             }
             break;
         }
+        let arrived = Instant::now();
         let size = match check_frame_len(i32::from_be_bytes(len), max) {
             Ok(s) => s,
             Err(e) => {
@@ -137,6 +144,7 @@ pub async fn serve(mut stream: TcpStream, _slot: ConnectionSlot) {
         };
         // Frames are at least 8 bytes (check_frame_len): the API key is there.
         let api_key = i16::from_be_bytes([buf[0], buf[1]]);
+        let read_done = Instant::now();
         runtime::stall::note_request(api_key);
         // As Kafka (delayed allocation for Produce only): a Produce keeps its
         // bytes counted until answered, since its record sets are slices of
@@ -158,17 +166,29 @@ pub async fn serve(mut stream: TcpStream, _slot: ConnectionSlot) {
         let started = service
             .filter(|_| runtime::stall::enabled())
             .map(|kind| (kind, Instant::now()));
-        let reply = match handlers::handle(Bytes::from(buf), &host).await {
+        let (reply, error) = match handlers::handle(Bytes::from(buf), &host).await {
             Ok(r) => r,
             Err(e) => {
+                metrics::count_refused(api_key, refusal_code(&e));
                 tracing::warn!(%peer, error = %e, "closing connection");
                 break;
             }
+        };
+        let timing = RequestTiming {
+            api_key,
+            error,
+            queue: read_done - arrived,
+            handle: read_done.elapsed(),
+            total: Duration::ZERO,
+            request_bytes: size + 4,
+            response_bytes: 0,
         };
         let answer = Answer {
             reply,
             permit,
             started,
+            timing,
+            arrived,
         };
         // Fails only when the writer has stopped (write error or timeout).
         if answers.send(answer).await.is_err() {
@@ -180,6 +200,17 @@ pub async fn serve(mut stream: TcpStream, _slot: ConnectionSlot) {
     let _ = done.await;
     let _ = stream.shutdown(Shutdown::Both).await;
     tracing::debug!(%peer, "connection closed");
+}
+
+/// The Kafka error a request that closes its connection is counted under.
+fn refusal_code(e: &crate::protocol::FrameError) -> i16 {
+    use kafka_protocol::error::ResponseError;
+    match e {
+        crate::protocol::FrameError::UnsupportedVersion { .. } => {
+            ResponseError::UnsupportedVersion.code()
+        }
+        _ => ResponseError::InvalidRequest.code(),
+    }
 }
 
 /// A second glommio stream on the same socket (`F_DUPFD_CLOEXEC`).
@@ -211,8 +242,19 @@ async fn write_answers(
             Reply::Later(frame) => frame.await.map(|f| f.map(Out::Whole)),
             Reply::Parts(parts) => Ok(Some(Out::Parts(parts))),
         };
+        let mut timing = answer.timing;
         match frame {
             Ok(Some(out)) => {
+                timing.response_bytes = match &out {
+                    Out::Whole(b) => b.len(),
+                    Out::Parts(parts) => parts
+                        .iter()
+                        .map(|p| match p {
+                            Part::Mem(b) => b.len(),
+                            Part::File(r) => r.len,
+                        })
+                        .sum(),
+                };
                 let sent = match out {
                     // Every answer but a Fetch in parts: one write, no part list.
                     Out::Whole(b) => pace.write(&mut stream, &b).await,
@@ -239,6 +281,8 @@ async fn write_answers(
         if let Some((kind, t)) = answer.started {
             runtime::stall::record_service(kind, t.elapsed());
         }
+        timing.total = answer.arrived.elapsed();
+        metrics::count_request(&timing);
         drop(answer.permit);
     }
     // Dropping a glommio stream closes it later on the executor: close now.

@@ -50,6 +50,11 @@ pub struct ConnectionSlot {
     ip: Option<IpAddr>,
 }
 
+/// Client connections open now, all shards together.
+pub fn open_connections() -> usize {
+    OPEN.load(Ordering::Relaxed)
+}
+
 /// Takes a connection slot for a peer, or says which limit refuses it.
 pub fn open_connection(ip: IpAddr, limits: &ConnectionLimits) -> Result<ConnectionSlot, Refusal> {
     let taken = OPEN.fetch_add(1, Ordering::AcqRel);

@@ -2,9 +2,11 @@
 //! each shard's listener and connections, and clean shutdown on SIGINT/SIGTERM.
 //! One handler per Kafka API lives in `handlers/`.
 
+pub mod admin;
 pub mod connection;
 pub mod handlers;
 pub mod limits;
+pub mod metrics;
 
 use std::cell::Cell;
 use std::sync::Arc;
@@ -34,6 +36,10 @@ pub fn run_start(args: StartArgs) -> anyhow::Result<()> {
     if cfg.cluster.roles.broker {
         refuse_if_port_taken(&cfg.listen)?;
     }
+    if let Some(addr) = cfg.admin_listen {
+        admin::bind(addr)?;
+    }
+    metrics::set_topics_max(cfg.metrics_topics_max);
     tracing::info!(
         listen = %cfg.listen, log_dirs = ?cfg.log_dirs, smp = cfg.smp, node = cfg.node_id,
         roles = ?cfg.cluster.roles, voters = ?cfg.cluster.voters, "starting sluice"
@@ -51,6 +57,7 @@ pub fn run_start(args: StartArgs) -> anyhow::Result<()> {
             if let Ok(sig) = signals.wait() {
                 tracing::info!(signal = ?sig, "shutting down");
             }
+            admin::health::set_stopping();
             if !runtime::shards_started() {
                 // Still joining the cluster: nothing to close yet.
                 tracing::info!("stopped before serving");
@@ -96,6 +103,7 @@ async fn shard_main(id: usize, cfg: Arc<BrokerConfig>) {
         std::time::Duration::from_micros(cfg.stall_threshold_us),
     );
     if id == 0 {
+        admin::start();
         if let Some(wake) = cluster::lifecycle::take_listener_wake() {
             runtime::spawn(cluster::listener::run(wake, cluster::image()));
         }
@@ -131,6 +139,7 @@ async fn shard_main(id: usize, cfg: Arc<BrokerConfig>) {
     if !cfg.cluster.roles.broker {
         // A controller-only node serves no clients: it waits for the signal to stop.
         let stop = STOP.with(|s| s.clone());
+        admin::health::shard_up(cfg.smp);
         if !STOPPING.with(Cell::get) {
             stop.notified().await;
         }
@@ -146,6 +155,7 @@ async fn shard_main(id: usize, cfg: Arc<BrokerConfig>) {
         }
     };
     tracing::info!(shard = id, listen = %cfg.listen, "listening");
+    admin::health::shard_up(cfg.smp);
     loop {
         if STOPPING.with(Cell::get) {
             break;

@@ -411,11 +411,9 @@ impl PartitionLog {
             return Ok(());
         }
         self.check_open()?;
-        let started = crate::runtime::stall::enabled().then(std::time::Instant::now);
+        let started = std::time::Instant::now();
         self.active().file.sync().await?;
-        if let Some(t) = started {
-            crate::runtime::stall::record_disk(crate::runtime::stall::Disk::Sync, t.elapsed());
-        }
+        crate::runtime::stall::record_fsync(started.elapsed());
         self.sync_count.set(self.sync_count.get() + 1);
         self.durable_end.set(self.durable_end.get().max(target));
         Ok(())
@@ -467,6 +465,16 @@ impl PartitionLog {
     /// Logical size of all segments.
     pub fn size_bytes(&self) -> u64 {
         self.segments.borrow().iter().map(|s| s.size()).sum()
+    }
+
+    /// Number of segments (the active one included).
+    pub fn segment_count(&self) -> usize {
+        self.segments.borrow().len()
+    }
+
+    /// The partition's directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
     }
 }
 

@@ -235,6 +235,14 @@ pub async fn handle(req: &Request, body: FetchRequest) -> (FetchResponse, Vec<Pi
                 pd.diverging_epoch.epoch = epoch;
                 pd.diverging_epoch.end_offset = end_offset;
             }
+            if replica.is_none() {
+                let (error, bytes) = (pd.error_code, records.len() as u64);
+                crate::server::metrics::count_topic(&name, |c| {
+                    c.fetch_requests += 1;
+                    c.fetch_failures += u64::from(error != 0);
+                    c.bytes_out += bytes;
+                });
+            }
             pd.records = Some(records);
             out.partitions.push(pd);
         }

@@ -47,35 +47,48 @@ pub enum Reply {
 /// durability wait of an acks=all Produce is left in [`Reply::Later`].
 /// `Err`: the connection must be closed (the error says why).
 /// `client_host` is the peer's IP address (reported for group members).
-pub async fn handle(frame: Bytes, client_host: &str) -> Result<Reply, FrameError> {
+/// With the reply comes the error the request is counted under in the metrics: for
+/// Produce and Fetch the first partition's error, for the others 0.
+pub async fn handle(frame: Bytes, client_host: &str) -> Result<(Reply, i16), FrameError> {
     let (key, _) = peek_key_version(&frame);
     if key == ApiKey::Fetch as i16 {
         return fetch_reply(frame).await;
     }
     if key != ApiKey::Produce as i16 {
-        return handle_now(frame, client_host).await.map(Reply::Now);
+        return handle_now(frame, client_host)
+            .await
+            .map(|r| (Reply::Now(r), 0));
     }
     let req = decode_request(frame)?;
     let (correlation_id, version) = (req.header.correlation_id, req.version);
-    match produce::handle(&req, decode_body(&req)?).await {
-        produce::Produced::Nothing => Ok(Reply::Now(None)),
-        produce::Produced::Ready(resp) => respond(&req, resp).map(Reply::Now),
-        produce::Produced::WhenDurable(resp) => Ok(Reply::Later(Box::pin(async move {
+    let (produced, error) = produce::handle(&req, decode_body(&req)?).await;
+    let reply = match produced {
+        produce::Produced::Nothing => Reply::Now(None),
+        produce::Produced::Ready(resp) => Reply::Now(respond(&req, resp)?),
+        produce::Produced::WhenDurable(resp) => Reply::Later(Box::pin(async move {
             encode(correlation_id, version, ApiKey::Produce, &resp.await)
-        }))),
-    }
+        })),
+    };
+    Ok((reply, error))
 }
 
 /// Fetch: a plain frame, or one in parts when records go out from their own
 /// buffers or are spliced from files.
-async fn fetch_reply(frame: Bytes) -> Result<Reply, FrameError> {
+async fn fetch_reply(frame: Bytes) -> Result<(Reply, i16), FrameError> {
     let req = decode_request(frame)?;
     let (resp, pieces) = fetch::handle(&req, decode_body(&req)?).await;
+    let error = resp
+        .responses
+        .iter()
+        .flat_map(|t| t.partitions.iter())
+        .map(|p| p.error_code)
+        .find(|c| *c != 0)
+        .unwrap_or(resp.error_code);
     if pieces.is_empty() {
-        return respond(&req, resp).map(Reply::Now);
+        return respond(&req, resp).map(|r| (Reply::Now(r), error));
     }
     encode_response_parts(req.header.correlation_id, req.version, &resp, pieces)
-        .map(Reply::Parts)
+        .map(|parts| (Reply::Parts(parts), error))
         .map_err(|e| FrameError::Malformed {
             what: "response",
             detail: format!("Fetch: {e}"),

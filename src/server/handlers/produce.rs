@@ -25,6 +25,7 @@ use crate::cluster::partition_manager::Partition;
 use crate::cluster::{image, owner_shard, partition_manager};
 use crate::protocol::Request;
 use crate::runtime;
+use crate::server::metrics;
 use crate::storage::StorageError;
 
 /// The topic's effective `min.insync.replicas`.
@@ -78,7 +79,9 @@ pub enum Produced {
 /// One partition's place in the response: topic index, partition, outcome.
 type Slot = (usize, i32, Option<Appended>);
 
-pub async fn handle(req: &Request, body: ProduceRequest) -> Produced {
+/// The answer, and the error the request is counted under in the metrics (the first
+/// partition's error known when the handler returns; 0: none).
+pub async fn handle(req: &Request, body: ProduceRequest) -> (Produced, i16) {
     let acks = body.acks;
     let img = image();
     let shards = runtime::nr_shards();
@@ -159,23 +162,27 @@ pub async fn handle(req: &Request, body: ProduceRequest) -> Produced {
             Err(e) => tracing::error!(error = %e, "produce hop failed"),
         }
     }
-    if acks == 0 {
-        return Produced::Nothing;
-    }
     let names: Vec<String> = body
         .topic_data
         .iter()
         .map(|td| topic_str(&td.name))
         .collect();
+    let error = count_outcomes(&names, &slots);
+    if acks == 0 {
+        return (Produced::Nothing, error);
+    }
     let version = req.version;
     if durable.is_empty() {
-        return Produced::Ready(response(version, &names, slots));
+        return (Produced::Ready(response(version, &names, slots)), error);
     }
-    Produced::WhenDurable(Box::pin(async move {
+    let later = Produced::WhenDurable(Box::pin(async move {
         for (waiting, failed) in durable {
             match failed.await {
                 Ok(failures) => {
                     for (slot, error) in failures {
+                        if let Some(name) = slots.get(slot).and_then(|s| names.get(s.0)) {
+                            metrics::count_topic(name, |c| c.produce_failures += 1);
+                        }
                         slots[slot].2 = Some(error);
                     }
                 }
@@ -192,7 +199,28 @@ pub async fn handle(req: &Request, body: ProduceRequest) -> Produced {
             }
         }
         response(version, &names, slots)
-    }))
+    }));
+    (later, error)
+}
+
+/// Counts each partition of the request in its topic's produce requests, and those already
+/// answered with an error in its failures; returns the first such error (0: none).
+fn count_outcomes(names: &[String], slots: &[Slot]) -> i16 {
+    let mut first = 0;
+    for (ti, _, a) in slots {
+        let Some(name) = names.get(*ti) else {
+            continue;
+        };
+        let code = a.as_ref().map_or(0, |a| a.error_code);
+        metrics::count_topic(name, |c| {
+            c.produce_requests += 1;
+            c.produce_failures += u64::from(code != 0);
+        });
+        if first == 0 {
+            first = code;
+        }
+    }
+    first
 }
 
 /// The response, one entry per topic of the request in request order.
@@ -319,8 +347,16 @@ async fn append_one(
             None,
         ));
     };
+    let bytes = records.len() as u64;
     let r = p.log.append(records, now).await?;
     p.appended.notify_all();
+    if !r.duplicate {
+        let n = u64::try_from(r.last_offset - r.base_offset + 1).unwrap_or(0);
+        metrics::count_topic(topic, |c| {
+            c.bytes_in += bytes;
+            c.records_in += n;
+        });
+    }
     if acks != -1 {
         apply_flush_policy(&p, r.last_offset).await?;
     }
