@@ -215,7 +215,11 @@ impl BrokerProcess {
             .arg("--listen")
             .arg(format!("127.0.0.1:{port}"))
             .arg("--data-dir")
-            .arg(data_dir);
+            .arg(data_dir)
+            // No admin HTTP listener unless the settings ask for one: brokers a sweep
+            // starts (several at once for a cluster) must not race for its default port.
+            .arg("--set")
+            .arg("admin.listeners=");
         for (k, v) in settings {
             cmd.arg("--set").arg(format!("{k}={v}"));
         }
