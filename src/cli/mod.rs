@@ -12,6 +12,7 @@ mod partitioner;
 mod produce;
 pub mod records;
 mod topic;
+mod tune;
 mod txn;
 
 use std::io::IsTerminal;
@@ -48,6 +49,10 @@ enum Command {
     Log(log::LogArgs),
     /// Benchmark any Kafka-protocol broker with librdkafka (run, compare, sweep).
     Bench(crate::bench::BenchArgs),
+    /// Check host settings (CPU, IRQs, disk, memory, network) against a profile; apply or revert them.
+    Tune(tune::TuneArgs),
+    /// Measure the disk under a data dir (sequential, random-read IOPS by queue depth, fdatasync).
+    Iotune(tune::iotune::IotuneArgs),
 }
 
 /// Connection options shared by every client command.
@@ -94,6 +99,8 @@ pub fn main() -> ExitCode {
         Command::Consume(args) => consume::run(args),
         Command::Log(args) => log::run(args),
         Command::Bench(args) => crate::bench::main(args),
+        Command::Tune(args) => tune::run(args),
+        Command::Iotune(args) => tune::iotune::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
