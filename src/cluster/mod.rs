@@ -11,6 +11,7 @@
 //! of the topic name and partition index ([`owner_shard`]).
 
 pub mod controller;
+pub mod dir_move;
 pub mod election;
 pub mod fetcher;
 pub mod internal_topic;
@@ -213,6 +214,14 @@ pub fn broker_address(img: &MetadataImage, id: i32) -> Option<(String, i32)> {
         .get(&id)
         .filter(|b| !b.fenced)
         .map(|b| (b.host.clone(), b.port))
+}
+
+/// Changes the published image in place (compare-and-swap, so an image the quorum's
+/// state machine publishes meanwhile is not lost: `f` is applied to it again).
+pub(crate) fn update_published(f: impl Fn(&MetadataImage) -> MetadataImage) {
+    IMAGE
+        .get_or_init(|| ArcSwap::from_pointee(MetadataImage::default()))
+        .rcu(|cur| Arc::new(f(cur)));
 }
 
 /// Replaces the published image. Only the quorum's state machine calls this.

@@ -133,6 +133,10 @@ struct Manager {
     closing: Cell<bool>,
     /// Serialises opens so two requests never open the same log twice.
     open_lock: Rc<glommio::sync::Semaphore>,
+    /// Partitions closed for the last pass of a move between log dirs (`dir_move.rs`).
+    moving: RefCell<std::collections::HashSet<(String, i32)>>,
+    /// Partitions with a move under way (either pass), so a second request waits its turn.
+    move_queued: RefCell<std::collections::HashSet<(String, i32)>>,
 }
 
 thread_local! {
@@ -140,6 +144,8 @@ thread_local! {
         parts: RefCell::new(HashMap::new()),
         closing: Cell::new(false),
         open_lock: Rc::new(glommio::sync::Semaphore::new(1)),
+        moving: RefCell::new(std::collections::HashSet::new()),
+        move_queued: RefCell::new(std::collections::HashSet::new()),
     };
 }
 
@@ -205,6 +211,11 @@ pub async fn get(topic: &str, index: i32) -> Result<Option<Rc<Partition>>, Stora
 /// As [`get`], without the leadership check: for the partitions this broker hosts (the
 /// image listener opening new ones).
 pub async fn get_hosted(topic: &str, index: i32) -> Result<Option<Rc<Partition>>, StorageError> {
+    if MANAGER.with(|m| m.moving.borrow().contains(&(topic.to_string(), index))) {
+        return Err(StorageError::NotLeader(format!(
+            "{topic}-{index} is moving between log dirs; retry"
+        )));
+    }
     if let Some(p) = lookup(topic, index) {
         if let Some(why) = crate::storage::log_dirs::offline_reason(&p.log.dir) {
             return Err(StorageError::LogDirOffline(why));
@@ -360,6 +371,100 @@ pub async fn delete(topic: &str, index: i32, dir: PathBuf) -> Result<(), Storage
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
             Err(e) => Err(StorageError::Io(format!("removing {}: {e}", dir.display()))),
         },
+    }
+}
+
+/// Moves a hosted partition's log to log dir `target` (an index into `log.dirs`; see
+/// `dir_move.rs`): a first copy while it serves, then a short close for the rest and the
+/// swap; the publisher then places it there and it reopens with its role. On the owner
+/// shard. Errors leave the partition where it was.
+pub async fn move_to_dir(topic: &str, index: i32, target: usize) -> anyhow::Result<()> {
+    use anyhow::Context;
+    let key = (topic.to_string(), index);
+    if !MANAGER.with(|m| m.move_queued.borrow_mut().insert(key.clone())) {
+        anyhow::bail!("{topic}-{index} is already moving");
+    }
+    let result = move_inner(topic, index, target).await;
+    MANAGER.with(|m| {
+        m.move_queued.borrow_mut().remove(&key);
+        m.moving.borrow_mut().remove(&key);
+    });
+    if result.is_err() {
+        let cfg = broker_config();
+        if let Some(base) = cfg.log_dirs.get(target).cloned() {
+            let name = format!("{topic}-{index}");
+            let _ = runtime::blocking(move || super::dir_move::abandon(&base, &name)).await;
+        }
+    }
+    // Reopen at once (in the new dir, or the old one after a failure) so followers and
+    // clients find it without waiting for a request to do it.
+    if let Err(e) = get_hosted(topic, index).await {
+        tracing::warn!(topic, partition = index, error = %e, "reopening a moved partition failed");
+    }
+    return result;
+
+    async fn move_inner(topic: &str, index: i32, target: usize) -> anyhow::Result<()> {
+        let cfg = broker_config();
+        let base = cfg
+            .log_dirs
+            .get(target)
+            .cloned()
+            .context("no such log dir")?;
+        let p = get_hosted(topic, index)
+            .await?
+            .with_context(|| format!("{topic}-{index} is not hosted here"))?;
+        let from = p.log.dir.clone();
+        let name = format!("{topic}-{index}");
+        if from.parent() == Some(base.as_path()) {
+            return Ok(());
+        }
+        tracing::info!(topic, partition = index, from = %from.display(), to = %base.display(), "moving a replica between log dirs");
+        let copied = {
+            let (from, base, name) = (from.clone(), base.clone(), name.clone());
+            runtime::blocking(move || super::dir_move::precopy(&from, &base, &name))
+                .await
+                .context("first copy")?
+        };
+        // Last pass: the partition closes; requests answer NOT_LEADER_OR_FOLLOWER meanwhile.
+        let key = (topic.to_string(), index);
+        MANAGER.with(|m| {
+            m.moving.borrow_mut().insert(key.clone());
+            let mut parts = m.parts.borrow_mut();
+            if let Some(ps) = parts.get_mut(topic) {
+                ps.remove(&index);
+                if ps.is_empty() {
+                    parts.remove(topic);
+                }
+            }
+        });
+        super::fetcher::forget(topic, index);
+        p.role_generation.set(p.role_generation.get() + 1);
+        p.appended.notify_all();
+        p.log
+            .close()
+            .await
+            .context("closing the log for the move")?;
+        drop(p);
+        let started = std::time::Instant::now();
+        let to = {
+            let (from, base, name) = (from.clone(), base.clone(), name.clone());
+            runtime::blocking(move || super::dir_move::finish(&from, &base, &name, &copied)).await
+        };
+        let to = match to {
+            Ok(to) => to,
+            Err(e) => {
+                // The old directory is intact unless the swap's first rename happened; the
+                // publisher still points at it, so the reopen below finds it.
+                return Err(e.context("last copy and swap"));
+            }
+        };
+        let img = super::image();
+        if let Some((t, _)) = img.partition(topic, index) {
+            super::publisher::relocate(t.id, index, target);
+        }
+        tracing::info!(topic, partition = index, dir = %to.display(),
+            closed_ms = started.elapsed().as_millis() as u64, "replica moved between log dirs");
+        Ok(())
     }
 }
 

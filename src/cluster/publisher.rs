@@ -83,6 +83,34 @@ pub fn decode_snapshot(bytes: &[u8]) -> anyhow::Result<MetadataImage> {
     Ok(serde_json::from_slice(body)?)
 }
 
+/// Partitions moved to another log dir here since the state machine last placed them
+/// ((topic id, partition) -> dir index): `place_local` takes them over.
+static RELOCATED: std::sync::Mutex<Option<HashMap<(uuid::Uuid, i32), usize>>> =
+    std::sync::Mutex::new(None);
+
+/// Records that a hosted partition now lives in log dir `dir` (a finished AlterReplicaLogDirs
+/// move) and republishes the image with it. Any image the state machine publishes later
+/// places it there too.
+pub fn relocate(topic_id: uuid::Uuid, partition: i32, dir: usize) {
+    let mut moved = RELOCATED.lock().unwrap_or_else(|p| p.into_inner());
+    moved
+        .get_or_insert_with(HashMap::new)
+        .insert((topic_id, partition), dir);
+    super::update_published(|img| {
+        let mut next = img.clone();
+        if let Some(t) = next.topics.values_mut().find(|t| t.id == topic_id) {
+            if let Some(p) = Arc::make_mut(t)
+                .partitions
+                .get_mut(usize::try_from(partition).unwrap_or(usize::MAX))
+            {
+                p.log_dir = dir;
+            }
+        }
+        next
+    });
+    drop(moved);
+}
+
 /// The state machine handed to the quorum.
 pub struct ImageMachine {
     image: MetadataImage,
@@ -166,8 +194,15 @@ impl ImageMachine {
     }
 
     fn publish_now(&mut self) {
+        // Held while placing and publishing, so a `relocate` lands either before (and is
+        // taken over here) or after (and applied on top of this image).
+        let mut moved = RELOCATED.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(m) = moved.take() {
+            self.dirs.extend(m);
+        }
         self.place_local();
         publish(self.image.clone());
+        drop(moved);
         wake_listener();
     }
 }

@@ -42,6 +42,7 @@ pub fn visit_body<V: BodyVisitor>(req: &Request, v: V) -> Option<V::Output> {
         ApiKey::ElectLeaders => v.visit::<ElectLeadersRequest>(req),
         ApiKey::AlterPartitionReassignments => v.visit::<AlterPartitionReassignmentsRequest>(req),
         ApiKey::ListPartitionReassignments => v.visit::<ListPartitionReassignmentsRequest>(req),
+        ApiKey::AlterReplicaLogDirs => v.visit::<AlterReplicaLogDirsRequest>(req),
         ApiKey::InitProducerId => v.visit::<InitProducerIdRequest>(req),
         ApiKey::AddPartitionsToTxn => v.visit::<AddPartitionsToTxnRequest>(req),
         ApiKey::AddOffsetsToTxn => v.visit::<AddOffsetsToTxnRequest>(req),

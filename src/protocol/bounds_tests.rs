@@ -52,6 +52,7 @@ macro_rules! by_api {
             ApiKey::ElectLeaders => $f::<ElectLeadersRequest>($($arg),*),
             ApiKey::AlterPartitionReassignments => $f::<AlterPartitionReassignmentsRequest>($($arg),*),
             ApiKey::ListPartitionReassignments => $f::<ListPartitionReassignmentsRequest>($($arg),*),
+            ApiKey::AlterReplicaLogDirs => $f::<AlterReplicaLogDirsRequest>($($arg),*),
             other => panic!("no request type listed for {other:?}"),
         }
     };

@@ -529,6 +529,41 @@ pub static DESCRIBE_LOG_DIRS_REQUEST: StructSchema = StructSchema {
     tagged: &[],
 };
 
+/// `alter_replica_log_dirs_request::AlterReplicaLogDirTopic`
+pub static ALTER_REPLICA_LOG_DIRS_REQUEST__ALTER_REPLICA_LOG_DIR_TOPIC: StructSchema = StructSchema {
+    name: "AlterReplicaLogDirTopic",
+    versions: (1, 2),
+    flexible_from: Some(2),
+    fields: &[
+        Field { name: "name", alts: &[(1, 1, Ty::String { nullable: false }), (2, 2, Ty::CompactString { nullable: false })] },
+        Field { name: "partitions", alts: &[(1, 1, Ty::Array { nullable: false, elem: &Ty::Int32 }), (2, 2, Ty::CompactArray { nullable: false, elem: &Ty::Int32 })] },
+    ],
+    tagged: &[],
+};
+
+/// `alter_replica_log_dirs_request::AlterReplicaLogDir`
+pub static ALTER_REPLICA_LOG_DIRS_REQUEST__ALTER_REPLICA_LOG_DIR: StructSchema = StructSchema {
+    name: "AlterReplicaLogDir",
+    versions: (1, 2),
+    flexible_from: Some(2),
+    fields: &[
+        Field { name: "path", alts: &[(1, 1, Ty::String { nullable: false }), (2, 2, Ty::CompactString { nullable: false })] },
+        Field { name: "topics", alts: &[(1, 1, Ty::Array { nullable: false, elem: &Ty::Struct(&ALTER_REPLICA_LOG_DIRS_REQUEST__ALTER_REPLICA_LOG_DIR_TOPIC) }), (2, 2, Ty::CompactArray { nullable: false, elem: &Ty::Struct(&ALTER_REPLICA_LOG_DIRS_REQUEST__ALTER_REPLICA_LOG_DIR_TOPIC) })] },
+    ],
+    tagged: &[],
+};
+
+/// `alter_replica_log_dirs_request::AlterReplicaLogDirsRequest`
+pub static ALTER_REPLICA_LOG_DIRS_REQUEST: StructSchema = StructSchema {
+    name: "AlterReplicaLogDirsRequest",
+    versions: (1, 2),
+    flexible_from: Some(2),
+    fields: &[
+        Field { name: "dirs", alts: &[(1, 1, Ty::Array { nullable: false, elem: &Ty::Struct(&ALTER_REPLICA_LOG_DIRS_REQUEST__ALTER_REPLICA_LOG_DIR) }), (2, 2, Ty::CompactArray { nullable: false, elem: &Ty::Struct(&ALTER_REPLICA_LOG_DIRS_REQUEST__ALTER_REPLICA_LOG_DIR) })] },
+    ],
+    tagged: &[],
+};
+
 /// `elect_leaders_request::TopicPartitions`
 pub static ELECT_LEADERS_REQUEST__TOPIC_PARTITIONS: StructSchema = StructSchema {
     name: "TopicPartitions",
@@ -1165,6 +1200,7 @@ pub fn request(api: ApiKey) -> Option<&'static StructSchema> {
         ApiKey::DescribeQuorum => Some(&DESCRIBE_QUORUM_REQUEST),
         ApiKey::OffsetForLeaderEpoch => Some(&OFFSET_FOR_LEADER_EPOCH_REQUEST),
         ApiKey::DescribeLogDirs => Some(&DESCRIBE_LOG_DIRS_REQUEST),
+        ApiKey::AlterReplicaLogDirs => Some(&ALTER_REPLICA_LOG_DIRS_REQUEST),
         ApiKey::ElectLeaders => Some(&ELECT_LEADERS_REQUEST),
         ApiKey::AlterPartitionReassignments => Some(&ALTER_PARTITION_REASSIGNMENTS_REQUEST),
         ApiKey::ListPartitionReassignments => Some(&LIST_PARTITION_REASSIGNMENTS_REQUEST),
@@ -1209,6 +1245,7 @@ pub const REQUEST_APIS: &[ApiKey] = &[
     ApiKey::DescribeQuorum,
     ApiKey::OffsetForLeaderEpoch,
     ApiKey::DescribeLogDirs,
+    ApiKey::AlterReplicaLogDirs,
     ApiKey::ElectLeaders,
     ApiKey::AlterPartitionReassignments,
     ApiKey::ListPartitionReassignments,

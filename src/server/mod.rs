@@ -76,6 +76,10 @@ pub fn run_start(args: StartArgs) -> anyhow::Result<()> {
     partition_manager::install_config(cfg.clone());
     partition_manager::on_leadership_change(crate::group::coordinator::on_leadership_change);
     partition_manager::on_leadership_change(crate::txn::coordinator::on_leadership_change);
+    // Before anything looks at the partition dirs (the metadata state machine places each
+    // hosted partition in the dir that holds it): finish or clear log dir moves a crash
+    // interrupted (AlterReplicaLogDirs), so each partition has exactly one directory.
+    cluster::dir_move::recover(&cfg.log_dirs);
     cluster::lifecycle::start(&cfg)?;
     let img = cluster::image();
     quarantine_strays(&cfg, &img);

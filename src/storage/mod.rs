@@ -29,6 +29,7 @@ mod config;
 mod epoch_cache;
 mod error;
 mod file;
+pub(crate) use file::sync_dir_blocking;
 #[cfg(any(fuzzing, test))]
 pub mod fuzzing;
 mod index;

@@ -1,14 +1,24 @@
 //! DescribeLogDirs: every configured log dir with its state (error 0, or KAFKA_STORAGE_ERROR
-//! once offline after a disk error; see `storage/log_dirs.rs`), the partitions placed in it and
-//! their sizes, and (v4+) the file system's total and usable bytes. This answer, with the error
-//! log line written when a dir fails, is how an operator sees an offline dir.
+//! once offline after a disk error; see `storage/log_dirs.rs`), the partitions this broker
+//! hosts in it and their sizes, and (v4+) the file system's total and usable bytes. This
+//! answer, with the error log line written when a dir fails, is how an operator sees an
+//! offline dir.
+//!
+//! AlterReplicaLogDirs: moves replicas this broker hosts to another of its log dirs
+//! (`cluster/dir_move.rs`); answered at once, the move runs on the partition's owner shard.
 
 use std::collections::{BTreeMap, HashMap};
 
+use kafka_protocol::messages::alter_replica_log_dirs_response::{
+    AlterReplicaLogDirPartitionResult, AlterReplicaLogDirTopicResult,
+};
 use kafka_protocol::messages::describe_log_dirs_response::{
     DescribeLogDirsPartition, DescribeLogDirsResult, DescribeLogDirsTopic,
 };
-use kafka_protocol::messages::{DescribeLogDirsRequest, DescribeLogDirsResponse};
+use kafka_protocol::messages::{
+    AlterReplicaLogDirsRequest, AlterReplicaLogDirsResponse, DescribeLogDirsRequest,
+    DescribeLogDirsResponse,
+};
 
 use super::{str_bytes, topic_name, topic_str};
 use crate::cluster::{image, owner_shard, partition_manager};
@@ -32,8 +42,13 @@ pub async fn handle(req: &Request, body: DescribeLogDirsRequest) -> DescribeLogD
     let mut placed: Vec<BTreeMap<String, Vec<DescribeLogDirsPartition>>> =
         vec![BTreeMap::new(); dirs.len()];
     let img = image();
+    let cfg = partition_manager::broker_config();
+    let node = cfg.node_id;
     for t in img.topics.values() {
         for p in &t.partitions {
+            if !cfg.cluster.single_node() && !p.replicas.contains(&node) {
+                continue; // hosted by other brokers only
+            }
             if let Some(w) = &wanted {
                 if !w.get(&t.name).is_some_and(|ps| ps.contains(&p.index)) {
                     continue;
@@ -76,6 +91,82 @@ pub async fn handle(req: &Request, body: DescribeLogDirsRequest) -> DescribeLogD
         }
         resp.results.push(r);
     }
+    resp
+}
+
+/// Kafka's error codes of AlterReplicaLogDirs.
+const UNKNOWN_TOPIC_OR_PARTITION: i16 = 3;
+const REPLICA_NOT_AVAILABLE: i16 = 9;
+const LOG_DIR_NOT_FOUND: i16 = 57;
+
+/// Index in `log.dirs` of the dir named `path` (as configured, or the same directory).
+fn dir_index(dirs: &[std::path::PathBuf], path: &str) -> Option<usize> {
+    let p = std::path::Path::new(path);
+    dirs.iter().position(|d| d == p).or_else(|| {
+        let want = std::fs::canonicalize(p).ok()?;
+        dirs.iter()
+            .position(|d| std::fs::canonicalize(d).is_ok_and(|c| c == want))
+    })
+}
+
+pub fn alter(body: AlterReplicaLogDirsRequest) -> AlterReplicaLogDirsResponse {
+    let cfg = partition_manager::broker_config();
+    let img = image();
+    let shards = runtime::nr_shards();
+    let mut by_topic: BTreeMap<String, Vec<AlterReplicaLogDirPartitionResult>> = BTreeMap::new();
+    for d in &body.dirs {
+        let path = d.path.as_str();
+        let target = dir_index(&cfg.log_dirs, path);
+        for t in &d.topics {
+            let name = topic_str(&t.name);
+            for &index in &t.partitions {
+                let code = match target {
+                    None => LOG_DIR_NOT_FOUND,
+                    Some(i) if log_dirs::is_offline_index(i) => KAFKA_STORAGE_ERROR,
+                    Some(i) => match img.partition(&name, index) {
+                        None => UNKNOWN_TOPIC_OR_PARTITION,
+                        Some((_, p))
+                            if !cfg.cluster.single_node() && !p.replicas.contains(&cfg.node_id) =>
+                        {
+                            REPLICA_NOT_AVAILABLE
+                        }
+                        Some(_) => {
+                            let (topic, shard) = (name.clone(), owner_shard(&name, index, shards));
+                            runtime::spawn(async move {
+                                let moved = runtime::submit_to(shard, move || async move {
+                                    partition_manager::move_to_dir(&topic, index, i).await
+                                });
+                                match moved.await {
+                                    Ok(Ok(())) => {}
+                                    Ok(Err(e)) => {
+                                        tracing::warn!(error = %format!("{e:#}"), partition = index, "moving a replica between log dirs failed")
+                                    }
+                                    Err(e) => {
+                                        tracing::warn!(error = ?e, "log dir move: shard unreachable")
+                                    }
+                                }
+                            });
+                            0
+                        }
+                    },
+                };
+                let mut r = AlterReplicaLogDirPartitionResult::default();
+                r.partition_index = index;
+                r.error_code = code;
+                by_topic.entry(name.clone()).or_default().push(r);
+            }
+        }
+    }
+    let mut resp = AlterReplicaLogDirsResponse::default();
+    resp.results = by_topic
+        .into_iter()
+        .map(|(name, partitions)| {
+            let mut t = AlterReplicaLogDirTopicResult::default();
+            t.topic_name = topic_name(&name);
+            t.partitions = partitions;
+            t
+        })
+        .collect();
     resp
 }
 

@@ -157,6 +157,7 @@ async fn handle_now(frame: Bytes, client_host: &str) -> Result<Option<Bytes>, Fr
             &req,
             admin_partitions::list_reassignments(decode_body(&req)?),
         ),
+        ApiKey::AlterReplicaLogDirs => respond(&req, describe_log_dirs::alter(decode_body(&req)?)),
         ApiKey::DescribeLogDirs => respond(
             &req,
             describe_log_dirs::handle(&req, decode_body(&req)?).await,
