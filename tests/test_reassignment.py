@@ -408,3 +408,74 @@ def test_replication_throttles_slow_only_the_named_catching_up_replicas(broker_f
         ka.close()
     got = consume_all(nodes[3], "by-follower", 1, size // 1024)
     assert len(got[0]) == size // 1024
+
+
+def test_reassignment_survives_controller_failover_and_a_restart_of_the_new_replica(
+        broker_factory):
+    """A move {1,2,3} -> {2,3,4} slowed by a follower throttle, so faults land mid-move:
+    kill -9 of the metadata quorum's leader (restarted later), then kill -9 and restart
+    of broker 4, the replica being added. The move completes, nothing is lost, and the
+    removed replica's copy goes."""
+    from kafka import KafkaAdminClient, TopicPartition as KTP
+    from kafka.admin import ConfigResource as KCR, ConfigResourceType as KCRT
+    from test_cluster import quorum_leader
+    nodes, _ = cluster(broker_factory, n_voters=3, brokers_only=1,
+                       settings={**REPL, "replication.quota.window.num": "2"})
+    wait_until("all brokers", lambda: broker_ids(nodes[0])[0] == [1, 2, 3, 4], timeout=40)
+    a = admin(nodes[0])
+    a.create_topics([NewTopic("slow", 1, replica_assignment=[[1, 2, 3]],
+                              config={"follower.replication.throttled.replicas": "0:4"})],
+                    operation_timeout=20)["slow"].result(timeout=40)
+    wait_until("full ISR", lambda: full_isr(nodes[0], "slow", 1), timeout=30)
+    n = 2048
+    p = Producer({"bootstrap.servers": nodes[0].bootstrap, "acks": "all", "linger.ms": 20})
+    for i in range(n):
+        while True:
+            try:
+                p.produce("slow", value=f"{i:06d}".encode() + b"y" * 1000, partition=0)
+                break
+            except BufferError:
+                p.poll(0.05)
+    assert p.flush(60) == 0
+
+    def live_admin():
+        return KafkaAdminClient(bootstrap_servers=[b.bootstrap for b in nodes if b.alive()],
+                                request_timeout_ms=15000)
+
+    def reassignments():
+        ka = live_admin()
+        try:
+            return ka.list_partition_reassignments()
+        finally:
+            ka.close()
+
+    ka = live_admin()
+    try:
+        res = ka.alter_configs([KCR(KCRT.BROKER, "4",
+                                    {"follower.replication.throttled.rate": "262144"})])
+        assert res == {"broker": {"4": "OK"}}, res
+        res = ka.alter_partition_reassignments({KTP("slow", 0): [2, 3, 4]})
+        assert res == {KTP("slow", 0): None}, res
+    finally:
+        ka.close()
+    time.sleep(1.5)
+    assert reassignments(), "the throttled move is still under way"
+    ctl = quorum_leader(nodes[0])
+    nodes[ctl - 1].kill()
+    rest = [b for b in nodes if b.alive()]
+    wait_until("a new quorum leader", lambda: quorum_leader(rest[0]) not in (None, ctl),
+               timeout=30)
+    assert reassignments(), "still moving after the controller failover"
+    nodes[3].kill()
+    time.sleep(1)
+    nodes[3].restart()
+    nodes[ctl - 1].restart()
+    wait_until("move done", lambda: reassignments() == {}, timeout=120, every=0.5)
+    wait_until("replicas and ISR {2,3,4}",
+               lambda: (sorted(partitions(nodes[3], "slow")[0].replicas) == [2, 3, 4]
+                        and sorted(partitions(nodes[3], "slow")[0].isrs) == [2, 3, 4]),
+               timeout=30)
+    got = consume_all(nodes[3], "slow", 1, n)
+    assert [v[:6] for v in got[0]] == [f"{i:06d}".encode() for i in range(n)]
+    wait_until("broker 1's copy deleted",
+               lambda: not (nodes[0].data_dir / "slow-0").exists(), timeout=40)
