@@ -660,14 +660,14 @@ pub const TOPIC_CONFIGS: &[TopicConfigDef] = &[
         "follower.replication.throttled.replicas",
         None,
         "",
-        ConfigKind::Str,
+        ConfigKind::List(&[]),
         true
     ),
     tc!(
         "leader.replication.throttled.replicas",
         None,
         "",
-        ConfigKind::Str,
+        ConfigKind::List(&[]),
         true
     ),
     tc!(
@@ -788,7 +788,8 @@ pub fn validate_topic_config(name: &str, value: &str) -> Result<(), String> {
         ConfigKind::Int => value.parse::<i32>().is_ok(),
         ConfigKind::Bool => matches!(value, "true" | "false"),
         ConfigKind::Choice(c) => c.contains(&value),
-        ConfigKind::List(c) => value.split(',').all(|p| c.contains(&p.trim())),
+        // An empty set of choices: any entries (checked by name below).
+        ConfigKind::List(c) => c.is_empty() || value.split(',').all(|p| c.contains(&p.trim())),
         ConfigKind::Str => true,
     };
     if !ok {

@@ -348,6 +348,19 @@ def test_replication_throttles_slow_only_the_named_catching_up_replicas(broker_f
     with pytest.raises(Exception, match="partition:broker"):
         for f in bad.values():
             f.result(timeout=30)
+    # The lists are LIST-typed, as in Kafka: IncrementalAlterConfigs APPEND and SUBTRACT.
+    key = "follower.replication.throttled.replicas"
+
+    def edit(value, op):
+        for f in a.incremental_alter_configs([ConfigResource(
+                ResourceType.TOPIC, "free", incremental_configs=[
+                    ConfigEntry(key, value, incremental_operation=op)])]).values():
+            f.result(timeout=30)
+        fs = a.describe_configs([ConfigResource(ResourceType.TOPIC, "free")])
+        return list(fs.values())[0].result(timeout=30)[key].value
+    assert edit("0:9", AlterConfigOpType.APPEND) == "0:9"
+    assert edit("0:8", AlterConfigOpType.APPEND) == "0:9,0:8"
+    assert edit("0:9,0:8", AlterConfigOpType.SUBTRACT) == ""
     for n, conf in (("by-follower", {"follower.replication.throttled.replicas": "0:4"}),
                     ("by-leader", {"leader.replication.throttled.replicas": "0:1,0:2,0:3"})):
         for f in a.alter_configs([ConfigResource(ResourceType.TOPIC, n,
